@@ -1,0 +1,1 @@
+"""alseg: active learning for semantic segmentation."""

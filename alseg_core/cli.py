@@ -1,0 +1,232 @@
+"""The ``alseg`` command line: one subcommand per pipeline step.
+
+Options default to the values in params.yaml (``--params``, default ./params.yaml when
+it exists); an option given on the command line overrides its params key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from alseg_core.config import Config, load_config
+
+# option dest -> params key it overrides
+_OVERRIDES: dict[str, str] = {}
+
+
+def _opt(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs: Any) -> None:
+    dest = flag.lstrip("-").replace("-", "_")
+    _OVERRIDES[dest] = key
+    kwargs.setdefault("help", f"overrides params key {key}")
+    parser.add_argument(flag, dest=dest, default=None, **kwargs)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    params = args.params
+    if params is None and os.path.exists("params.yaml"):
+        params = "params.yaml"
+    overrides = {}
+    for dest, key in _OVERRIDES.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides[key] = list(value) if isinstance(value, tuple) else value
+    return load_config(params, overrides)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def cmd_make_synthetic(args: argparse.Namespace) -> None:
+    from alseg_core.datasets.synthetic import make_synthetic
+
+    cfg = _config(args)
+    start = time.perf_counter()
+    summary = make_synthetic(cfg.data.root, cfg.synthetic, workers=args.workers or os.cpu_count() or 1)
+    print(
+        f"wrote synthetic Cityscapes-format dataset to {summary['root']}: "
+        f"{summary['train']} train + {summary['val']} val images "
+        f"({cfg.synthetic.width}x{cfg.synthetic.height}) in {time.perf_counter() - start:.1f}s"
+    )
+
+
+def cmd_superpixels(args: argparse.Namespace) -> None:
+    from alseg_core.datasets import cityscapes
+    from alseg_core.superpixels import SuperpixelStore
+
+    cfg = _config(args)
+    split = args.split or cfg.data.pool_split
+    samples = cityscapes.list_samples(cfg.data.root, split, require_labels=False)
+    store = SuperpixelStore(cfg.superpixels.store, cfg.superpixels.params())
+    start = time.perf_counter()
+    added = store.update(
+        [(s.image_id, s.image_url) for s in samples],
+        workers=cfg.superpixels.workers,
+        progress=not args.no_progress,
+    )
+    print(
+        f"superpixels: {added} new images computed, {len(samples) - added} already stored "
+        f"({cfg.superpixels.method}, {cfg.superpixels.n_regions} regions) in "
+        f"{time.perf_counter() - start:.1f}s -> {cfg.superpixels.store}"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from alseg_core.datasets import cityscapes
+    from alseg_core.training import items_from_samples, train
+
+    cfg = _config(args)
+    split = args.split or cfg.data.pool_split
+    samples = cityscapes.list_samples(cfg.data.root, split)
+    if args.limit:
+        samples = samples[: args.limit]
+    result = train(
+        items_from_samples(samples),
+        model_name=cfg.model.name,
+        checkpoint_url=args.out,
+        cfg=cfg.train,
+        num_classes=cfg.model.num_classes,
+        dropout=cfg.model.dropout,
+        init_from=args.init_from,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+    )
+    resumed = f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
+    print(
+        f"trained {cfg.model.name} on {len(samples)} images: {result.epochs_run} epochs "
+        f"in {result.seconds:.1f}s{resumed}, final loss {result.final_loss:.4f} -> {args.out}"
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from alseg_core import storage
+    from alseg_core.datasets import cityscapes
+    from alseg_core.datasets.labels import train_ids_to_label_ids
+    from alseg_core.evaluation import prediction_url
+    from alseg_core.inference import predict
+    from alseg_core.training import load_model
+
+    cfg = _config(args)
+    split = args.split or cfg.data.val_split
+    samples = cityscapes.list_samples(cfg.data.root, split, require_labels=False)
+    model = load_model(args.checkpoint, num_classes=cfg.model.num_classes)
+    n = 0
+    for sample, pred in predict(
+        model, samples, batch_size=cfg.eval.batch_size, device=cfg.train.device,
+        progress=not args.no_progress,
+    ):
+        storage.write_png(prediction_url(args.out, sample.image_id), train_ids_to_label_ids(pred))
+        n += 1
+    print(f"wrote {n} label-id predictions to {args.out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from alseg_core import storage
+    from alseg_core.datasets import cityscapes
+    from alseg_core.evaluation import evaluate_model, evaluate_predictions, scores_json, scores_report
+    from alseg_core.training import load_model
+
+    cfg = _config(args)
+    if bool(args.checkpoint) == bool(args.predictions):
+        raise ValueError("evaluate: give exactly one of --checkpoint or --predictions")
+    split = args.split or cfg.data.val_split
+    samples = cityscapes.list_samples(cfg.data.root, split)
+    if args.checkpoint:
+        model = load_model(args.checkpoint, num_classes=cfg.model.num_classes)
+        scores = evaluate_model(
+            model, samples, batch_size=cfg.eval.batch_size, device=cfg.train.device,
+            progress=not args.no_progress,
+        )
+    else:
+        scores = evaluate_predictions(args.predictions, samples)
+    print(scores_report(scores))
+    if args.json:
+        report = scores_json(scores)
+        report["source"] = args.checkpoint or args.predictions
+        report["split"] = split
+        report["n_images"] = len(samples)
+        storage.write_json(args.json, report)
+        print(f"wrote {args.json}")
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alseg", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=None, help="params.yaml (default: ./params.yaml if present)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], None], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("make-synthetic", cmd_make_synthetic, "write the embedded synthetic Cityscapes-format dataset")
+    _opt(p, "--root", "data.root", help="dataset root to write (path or s3:// URL)")
+    _opt(p, "--n-train", "synthetic.n_train", type=int)
+    _opt(p, "--n-val", "synthetic.n_val", type=int)
+    _opt(p, "--height", "synthetic.height", type=int)
+    _opt(p, "--width", "synthetic.width", type=int)
+    _opt(p, "--seed", "synthetic.seed", type=int)
+    p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
+
+    p = add("superpixels", cmd_superpixels, "compute superpixels of every pool image into the Parquet store")
+    _opt(p, "--root", "data.root")
+    p.add_argument("--split", default=None, help="split to process (default: data.pool_split)")
+    _opt(p, "--store", "superpixels.store", help="Parquet store directory (path or s3:// URL)")
+    _opt(p, "--method", "superpixels.method", choices=["watershed", "slic"])
+    _opt(p, "--n-regions", "superpixels.n_regions", type=int)
+    _opt(p, "--compactness", "superpixels.compactness", type=float)
+    _opt(p, "--workers", "superpixels.workers", type=int, help="processes, 0 = all cores")
+
+    p = add("train", cmd_train, "train a segmentation model on the labelled images of a split")
+    _opt(p, "--root", "data.root")
+    p.add_argument("--split", default=None, help="split to train on (default: data.pool_split)")
+    p.add_argument("--out", required=True, help="checkpoint to write (resumed if unfinished)")
+    p.add_argument("--init-from", default=None, help="checkpoint whose weights start training")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out exists")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    _opt(p, "--model", "model.name")
+    _opt(p, "--dropout", "model.dropout", type=float)
+    _opt(p, "--epochs", "train.epochs", type=int)
+    _opt(p, "--batch-size", "train.batch_size", type=int)
+    _opt(p, "--lr", "train.lr", type=float)
+    _opt(p, "--seed", "train.seed", type=int)
+    _opt(p, "--device", "train.device")
+
+    p = add("predict", cmd_predict, "write Cityscapes-format label-id predictions (one PNG per image)")
+    _opt(p, "--root", "data.root")
+    p.add_argument("--split", default=None, help="split to predict (default: data.val_split)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="folder for <image_id>.png label-id maps")
+    _opt(p, "--device", "train.device")
+
+    p = add("evaluate", cmd_evaluate, "per-class IoU and mIoU of a checkpoint or a predictions folder")
+    _opt(p, "--root", "data.root")
+    p.add_argument("--split", default=None, help="split to score (default: data.val_split)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (dropout off)")
+    p.add_argument("--predictions", default=None, help="folder of label-id PNGs from any model")
+    p.add_argument("--json", default=None, help="also write the scores as JSON here")
+    _opt(p, "--device", "train.device")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, KeyError, PermissionError) as err:
+        print(f"alseg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Cityscapes-format datasets: the label table, the reader, the synthetic generator."""

@@ -1,0 +1,59 @@
+"""Deterministic prediction over full images (dropout off)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from alseg_core.datasets import cityscapes
+from alseg_core.datasets.transforms import to_tensor
+from alseg_core.models import SegmentationModel
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def image_batches(
+    samples: Sequence[cityscapes.Sample], batch_size: int
+) -> Iterator[tuple[list[cityscapes.Sample], list[np.ndarray]]]:
+    """Consecutive batches of same-size images (a size change starts a new batch)."""
+    batch: list[cityscapes.Sample] = []
+    images: list[np.ndarray] = []
+    for sample in samples:
+        image = cityscapes.read_image(sample)
+        if images and (len(batch) == batch_size or image.shape != images[0].shape):
+            yield batch, images
+            batch, images = [], []
+        batch.append(sample)
+        images.append(image)
+    if batch:
+        yield batch, images
+
+
+@torch.no_grad()
+def predict(
+    model: SegmentationModel,
+    samples: Sequence[cityscapes.Sample],
+    *,
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool = False,
+) -> Iterator[tuple[cityscapes.Sample, np.ndarray]]:
+    """Yield (sample, (H, W) uint8 train-id prediction) at each image's full size."""
+    from tqdm import tqdm
+
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    bar = tqdm(total=len(samples), desc="predict", unit="img", disable=not progress)
+    for batch, images in image_batches(samples, batch_size):
+        x = torch.stack([to_tensor(img) for img in images]).to(dev)
+        pred = model(x).argmax(1).to(torch.uint8).cpu().numpy()
+        for sample, p in zip(batch, pred, strict=True):
+            yield sample, p
+        bar.update(len(batch))
+    bar.close()

@@ -1,0 +1,83 @@
+"""One interface for every segmentation model: ``trunk`` then ``head``.
+
+``trunk(images)`` returns a tuple of feature maps and is deterministic in eval mode.
+``head(features, size)`` applies dropout (p=0.5 by default) and 1x1 classifiers to each
+feature map, sums them at the resolution of the first, and upsamples to ``size``.
+MC dropout runs the trunk once per batch and the head D times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DropoutHead(nn.Module):
+    """Dropout + 1x1 classifier per feature map, summed, upsampled to the input size."""
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, *, dropout: float) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = nn.Dropout(dropout)
+        self.classifiers = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in in_channels)
+
+    def forward(self, features: tuple[torch.Tensor, ...], size: tuple[int, int]) -> torch.Tensor:
+        if len(features) != len(self.classifiers):
+            raise ValueError(f"head expects {len(self.classifiers)} feature maps, got {len(features)}")
+        base = features[0].shape[-2:]
+        logits = None
+        for feat, classifier in zip(features, self.classifiers, strict=True):
+            out = classifier(self.dropout(feat))
+            if out.shape[-2:] != base:
+                out = F.interpolate(out, size=base, mode="bilinear", align_corners=False)
+            logits = out if logits is None else logits + out
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+class SegmentationModel(nn.Module):
+    """``forward(images) = head(trunk(images), images.shape[-2:])`` -> (N, C, H, W) logits."""
+
+    def __init__(self, name: str, trunk: nn.Module, head: DropoutHead, num_classes: int) -> None:
+        super().__init__()
+        self.name = name
+        self.num_classes = num_classes
+        self.trunk = trunk
+        self.head = head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(images), tuple(images.shape[-2:]))
+
+    def eval_trunk_train_head(self) -> SegmentationModel:
+        """BatchNorm frozen (eval) everywhere, dropout active in the head: MC-dropout mode."""
+        self.eval()
+        self.head.dropout.train()
+        return self
+
+
+ModelBuilder = Callable[..., SegmentationModel]
+MODEL_REGISTRY: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator adding a builder to the registry; duplicate names are refused."""
+
+    def deco(fn: ModelBuilder) -> ModelBuilder:
+        if name in MODEL_REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        MODEL_REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def build_model(name: str, *, num_classes: int = 19, dropout: float = 0.5) -> SegmentationModel:
+    """Build a registered model with random weights (nothing is downloaded)."""
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODEL_REGISTRY)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return MODEL_REGISTRY[name](num_classes=num_classes, dropout=dropout)

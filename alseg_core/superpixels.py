@@ -1,0 +1,266 @@
+"""Superpixels (watershed, or SLIC) per pool image, stored once in Parquet.
+
+The store is a directory (local or ``s3://``) of Parquet part files, one row per
+image: image id, height, width, the region map (raw little-endian bytes of the
+smallest unsigned dtype that holds it; the file is zstd-compressed), and per-region
+area and bounding box. Every part carries the store format and the superpixel
+parameters in its schema metadata; a store written with other parameters or by
+another format version is refused. ``update`` computes only images not yet in the
+store, in parallel, and adds them as a new part written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from alseg_core import storage
+
+STORE_FORMAT = "alseg-superpixels/1"
+METHODS = ("watershed", "slic")
+
+
+@dataclass(frozen=True)
+class SuperpixelParams:
+    method: str = "watershed"
+    n_regions: int = 100
+    compactness: float = 1e-3  # watershed: 1e-3 on a Sobel gradient; SLIC: around 10
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"superpixels.method must be one of {METHODS}, got {self.method!r}")
+        if self.n_regions < 1:
+            raise ValueError(f"superpixels.n_regions must be >= 1, got {self.n_regions}")
+        if self.compactness < 0:
+            raise ValueError(f"superpixels.compactness must be >= 0, got {self.compactness}")
+
+
+def _consecutive(labels: np.ndarray) -> np.ndarray:
+    _, inverse = np.unique(labels, return_inverse=True)
+    return inverse.reshape(labels.shape).astype(np.int32)
+
+
+def watershed_regions(image: np.ndarray, *, n_regions: int = 100, compactness: float = 1e-3) -> np.ndarray:
+    """Compact watershed on the Sobel gradient from a regular grid of ``n_regions`` seeds.
+
+    image : (H, W, 3) uint8. Returns (H, W) int32 region ids 0..k-1 (k close to n_regions).
+    """
+    from skimage.color import rgb2gray
+    from skimage.filters import sobel
+    from skimage.segmentation import watershed
+
+    _check_image(image)
+    gradient = sobel(rgb2gray(image))
+    return _consecutive(watershed(gradient, markers=n_regions, compactness=compactness))
+
+
+def slic_regions(image: np.ndarray, *, n_regions: int = 100, compactness: float = 10.0) -> np.ndarray:
+    """SLIC superpixels. image : (H, W, 3) uint8 -> (H, W) int32 region ids 0..k-1."""
+    from skimage.segmentation import slic
+
+    _check_image(image)
+    return _consecutive(slic(image, n_segments=n_regions, compactness=compactness, start_label=0))
+
+
+def _check_image(image: np.ndarray) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.dtype} {image.shape}")
+
+
+def compute_regions(image: np.ndarray, params: SuperpixelParams) -> np.ndarray:
+    if params.method == "watershed":
+        return watershed_regions(image, n_regions=params.n_regions, compactness=params.compactness)
+    return slic_regions(image, n_regions=params.n_regions, compactness=params.compactness)
+
+
+def region_stats(region_map: np.ndarray) -> dict[str, np.ndarray]:
+    """Per region id 0..k-1: area and inclusive bbox (ymin, xmin, ymax, xmax), all int32."""
+    k = int(region_map.max()) + 1
+    flat = region_map.ravel()
+    h, w = region_map.shape
+    ys = np.repeat(np.arange(h, dtype=np.int32), w)
+    xs = np.tile(np.arange(w, dtype=np.int32), h)
+    area = np.bincount(flat, minlength=k).astype(np.int32)
+    big = np.iinfo(np.int32).max
+    ymin = np.full(k, big, np.int32)
+    xmin = np.full(k, big, np.int32)
+    ymax = np.full(k, -1, np.int32)
+    xmax = np.full(k, -1, np.int32)
+    np.minimum.at(ymin, flat, ys)
+    np.minimum.at(xmin, flat, xs)
+    np.maximum.at(ymax, flat, ys)
+    np.maximum.at(xmax, flat, xs)
+    return {"area": area, "ymin": ymin, "xmin": xmin, "ymax": ymax, "xmax": xmax}
+
+
+def encode_region_map(region_map: np.ndarray) -> tuple[bytes, str]:
+    """(raw little-endian bytes, dtype name) in the smallest unsigned dtype."""
+    top = int(region_map.max()) if region_map.size else 0
+    dtype = "<u1" if top < 2**8 else "<u2" if top < 2**16 else "<u4"
+    return region_map.astype(dtype).tobytes(), dtype
+
+
+def decode_region_map(data: bytes, dtype: str, height: int, width: int) -> np.ndarray:
+    arr = np.frombuffer(data, dtype=np.dtype(dtype))
+    if arr.size != height * width:
+        raise ValueError(f"region map holds {arr.size} values, expected {height}x{width}")
+    return arr.reshape(height, width).astype(np.int32)
+
+
+def _row_for(args: tuple[str, str, SuperpixelParams]) -> dict:
+    image_id, image_url, params = args
+    image = storage.read_image(image_url)
+    if image.ndim != 3:
+        raise ValueError(f"{image_url}: expected an RGB image, got shape {image.shape}")
+    regions = compute_regions(image, params)
+    data, dtype = encode_region_map(regions)
+    stats = region_stats(regions)
+    return {
+        "image_id": image_id,
+        "height": regions.shape[0],
+        "width": regions.shape[1],
+        "n_regions": int(regions.max()) + 1,
+        "dtype": dtype,
+        "region_map": data,
+        **{k: v.tolist() for k, v in stats.items()},
+    }
+
+
+_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("n_regions", pa.int32()),
+        ("dtype", pa.string()),
+        ("region_map", pa.binary()),
+        ("area", pa.list_(pa.int32())),
+        ("ymin", pa.list_(pa.int32())),
+        ("xmin", pa.list_(pa.int32())),
+        ("ymax", pa.list_(pa.int32())),
+        ("xmax", pa.list_(pa.int32())),
+    ]
+)
+
+
+class SuperpixelStore:
+    """A Parquet superpixel store at ``url`` for one set of :class:`SuperpixelParams`."""
+
+    def __init__(self, url: str, params: SuperpixelParams | None = None) -> None:
+        self.url = storage.normalize(url)
+        self.params = params or SuperpixelParams()
+        self._index: dict[str, str] | None = None
+        self._cache: dict[str, pa.Table] = {}
+
+    def _metadata(self) -> dict[bytes, bytes]:
+        return {
+            b"alseg_format": STORE_FORMAT.encode(),
+            b"alseg_params": json.dumps(asdict(self.params), sort_keys=True).encode(),
+        }
+
+    def parts(self) -> list[str]:
+        if not storage.exists(self.url):
+            return []
+        return storage.glob(storage.join(self.url, "part-*.parquet"))
+
+    def _check_part(self, url: str, table: pa.Table) -> None:
+        meta = table.schema.metadata or {}
+        fmt = meta.get(b"alseg_format", b"").decode()
+        if fmt != STORE_FORMAT:
+            raise ValueError(
+                f"{url}: superpixel store format {fmt or 'unknown'!r}, expected {STORE_FORMAT!r} "
+                "(written by another version; delete the store to recompute)"
+            )
+        stored = json.loads(meta.get(b"alseg_params", b"{}"))
+        for key, value in asdict(self.params).items():
+            if stored.get(key) != value:
+                raise ValueError(
+                    f"{url}: store was computed with superpixels.{key}={stored.get(key)!r}, "
+                    f"but {value!r} was asked; use another store path or delete this one"
+                )
+
+    def index(self) -> dict[str, str]:
+        """image id -> URL of the part file holding it."""
+        if self._index is None:
+            index: dict[str, str] = {}
+            for part in self.parts():
+                table = storage.read_parquet(part, columns=["image_id"])
+                self._check_part(part, table)
+                for image_id in table.column("image_id").to_pylist():
+                    index[image_id] = part
+            self._index = index
+        return self._index
+
+    def image_ids(self) -> set[str]:
+        return set(self.index())
+
+    def update(
+        self,
+        images: Iterable[tuple[str, str]],
+        *,
+        workers: int = 0,
+        chunk_size: int = 512,
+        progress: bool = False,
+    ) -> int:
+        """Compute and store regions for the (image_id, image_url) pairs not yet stored.
+
+        workers : processes to use; 0 = all cores. Returns the number of new images.
+        """
+        from tqdm import tqdm
+
+        known = self.image_ids()
+        todo = sorted({(i, u) for i, u in images if i not in known})
+        if not todo:
+            return 0
+        workers = workers or os.cpu_count() or 1
+        bar = tqdm(total=len(todo), desc="superpixels", unit="img", disable=not progress)
+        jobs = [(image_id, url, self.params) for image_id, url in todo]
+        pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(todo) > 1 else None
+        try:
+            for start in range(0, len(jobs), chunk_size):
+                chunk = jobs[start : start + chunk_size]
+                if pool is not None:
+                    rows = list(pool.map(_row_for, chunk, chunksize=max(1, len(chunk) // (4 * workers))))
+                else:
+                    rows = [_row_for(job) for job in chunk]
+                self._write_part(rows)
+                bar.update(len(rows))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+            bar.close()
+        self._index = None
+        return len(todo)
+
+    def _write_part(self, rows: Sequence[dict]) -> None:
+        table = pa.Table.from_pylist(list(rows), schema=_SCHEMA).replace_schema_metadata(self._metadata())
+        digest = hashlib.sha1("\n".join(r["image_id"] for r in rows).encode()).hexdigest()[:16]
+        storage.makedirs(self.url)
+        storage.write_parquet(storage.join(self.url, f"part-{digest}.parquet"), table)
+
+    def _table(self, part: str) -> pa.Table:
+        if part not in self._cache:
+            table = storage.read_parquet(part)
+            self._check_part(part, table)
+            self._cache = {part: table}  # keep one part in memory at a time
+        return self._cache[part]
+
+    def read_row(self, image_id: str) -> dict:
+        index = self.index()
+        if image_id not in index:
+            raise KeyError(f"{self.url}: no superpixels for image {image_id!r}")
+        table = self._table(index[image_id])
+        ids = table.column("image_id").to_pylist()
+        return table.slice(ids.index(image_id), 1).to_pylist()[0]
+
+    def read(self, image_id: str) -> np.ndarray:
+        """(H, W) int32 region map of ``image_id``, exactly as it was written."""
+        row = self.read_row(image_id)
+        return decode_region_map(row["region_map"], row["dtype"], row["height"], row["width"])

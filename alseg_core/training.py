@@ -1,0 +1,250 @@
+"""Training on full or partial labels (IGNORE_INDEX = not labelled), seeded and resumable.
+
+A checkpoint is written atomically after every epoch; a run that finds a checkpoint of
+the same configuration at its output path resumes from the epoch after it, with the
+same data order and augmentation it would have had without the interruption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from alseg_core import storage
+from alseg_core.datasets import cityscapes
+from alseg_core.datasets.labels import label_ids_to_train_ids
+from alseg_core.datasets.transforms import hflip_pair, random_crop_pair, random_scale_pair, to_tensor
+from alseg_core.inference import resolve_device
+from alseg_core.models import SegmentationModel, build_model
+from alseg_core.types import IGNORE_INDEX
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    crop: tuple[int, int] | None = None
+    scale_range: tuple[float, float] | None = (0.75, 1.25)
+    hflip: bool = True
+    num_workers: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One training image and its label PNG (Cityscapes label ids, or train ids)."""
+
+    image_id: str
+    image_url: str
+    label_url: str
+    label_format: str = "label_ids"  # or "train_ids" (partial labels written by alseg)
+
+
+def items_from_samples(samples: Sequence[cityscapes.Sample]) -> list[TrainItem]:
+    return [TrainItem(s.image_id, s.image_url, s.label_url) for s in samples if s.label_url]
+
+
+class SegmentationTrainSet(torch.utils.data.Dataset):
+    """Reads and augments items; augmentation is seeded by (seed, epoch, index)."""
+
+    def __init__(self, items: Sequence[TrainItem], cfg: TrainConfig) -> None:
+        self.items = list(items)
+        self.cfg = cfg
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        item = self.items[index]
+        image = storage.read_image(item.image_url)
+        raw = storage.read_image(item.label_url)
+        if raw.shape != image.shape[:2]:
+            raise ValueError(
+                f"{item.label_url}: mask size {raw.shape[::-1]} differs from its image "
+                f"{item.image_url} size {image.shape[1::-1]}"
+            )
+        if item.label_format == "label_ids":
+            label = label_ids_to_train_ids(raw, source=item.label_url)
+        else:
+            label = raw.astype(np.uint8)
+        return image, label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = self.load(index)
+        rng = np.random.default_rng([self.cfg.seed, self.epoch, index])
+        if self.cfg.scale_range is not None:
+            image, label = random_scale_pair(image, label, self.cfg.scale_range, rng)
+        if self.cfg.hflip and rng.random() < 0.5:
+            image, label = hflip_pair(image, label)
+        crop = self.cfg.crop or tuple(self._native_size())
+        image, label = random_crop_pair(image, label, crop, rng)
+        return to_tensor(image), torch.from_numpy(np.ascontiguousarray(label)).long()
+
+    def _native_size(self) -> tuple[int, int]:
+        if not hasattr(self, "_size"):
+            self._size = tuple(storage.read_image(self.items[0].image_url).shape[:2])
+        return self._size
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint: str
+    epochs_run: int
+    resumed_from_epoch: int
+    final_loss: float
+    seconds: float
+
+
+def checkpoint_state(
+    model: SegmentationModel,
+    *,
+    dropout: float,
+    epoch: int,
+    cfg: TrainConfig | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_name": model.name,
+        "num_classes": model.num_classes,
+        "dropout": dropout,
+        "epoch": epoch,
+        "train_config": _config_dict(cfg) if cfg else None,
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer_state": optimizer.state_dict() if optimizer else None,
+        "extra": extra or {},
+    }
+
+
+def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    d.pop("device")
+    d.pop("num_workers")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def load_model(url: str, *, model_name: str | None = None, num_classes: int | None = None) -> SegmentationModel:
+    """Build the model a checkpoint describes and load its weights.
+
+    ``model_name`` / ``num_classes``, when given, must match the checkpoint.
+    """
+    state = storage.load_checkpoint(url)
+    name, classes = state.get("model_name"), state.get("num_classes")
+    if model_name is not None and name != model_name:
+        raise ValueError(f"{url}: checkpoint is for model {name!r}, expected {model_name!r}")
+    if num_classes is not None and classes != num_classes:
+        raise ValueError(f"{url}: checkpoint has {classes} classes, expected {num_classes}")
+    model = build_model(name, num_classes=classes, dropout=float(state.get("dropout", 0.5)))
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as err:
+        raise ValueError(f"{url}: weights do not fit model {name!r} ({err})") from err
+    return model
+
+
+def train(
+    items: Sequence[TrainItem],
+    *,
+    model_name: str,
+    checkpoint_url: str,
+    cfg: TrainConfig,
+    num_classes: int = 19,
+    dropout: float = 0.5,
+    init_from: str | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model_name`` on ``items``; the checkpoint at ``checkpoint_url`` is the result.
+
+    init_from : checkpoint whose weights start training (e.g. the previous round's).
+    resume    : continue from ``checkpoint_url`` when it holds an unfinished run of the
+                same configuration; a finished one is returned as is.
+    """
+    from tqdm import tqdm
+
+    if not items:
+        raise ValueError("train: no labelled images to train on")
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    model = build_model(model_name, num_classes=num_classes, dropout=dropout)
+    if init_from:
+        model.load_state_dict(load_model(init_from, model_name=model_name, num_classes=num_classes).state_dict())
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    first_epoch = 0
+    if resume and storage.exists(checkpoint_url):
+        state = storage.load_checkpoint(checkpoint_url)
+        if state.get("train_config") == _config_dict(cfg) and state.get("model_name") == model_name:
+            model.load_state_dict(state["model_state"])
+            if state.get("optimizer_state"):
+                optimizer.load_state_dict(state["optimizer_state"])
+            first_epoch = int(state["epoch"])
+    dataset = SegmentationTrainSet(items, cfg)
+    steps_per_epoch = -(-len(dataset) // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    loss_value = float("nan")
+    for epoch in range(first_epoch, cfg.epochs):
+        dataset.epoch = epoch
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            sampler=order.tolist(),
+            num_workers=cfg.num_workers,
+            drop_last=False,
+        )
+        model.train()
+        running, n = 0.0, 0
+        bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
+        for step, (x, y) in enumerate(bar):
+            global_step = epoch * steps_per_epoch + step
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * (1 - global_step / total_steps) ** 0.9
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
+            if not torch.isfinite(loss):
+                # A batch without any labelled pixel gives NaN: skip it, it carries no signal.
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += float(loss) * len(x)
+            n += len(x)
+            bar.set_postfix(loss=f"{running / max(n, 1):.3f}")
+        loss_value = running / max(n, 1)
+        if progress:
+            print(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.4f}", flush=True)
+        storage.save_checkpoint(
+            checkpoint_url,
+            checkpoint_state(model, dropout=dropout, epoch=epoch + 1, cfg=cfg, optimizer=optimizer),
+        )
+    return TrainResult(
+        checkpoint=checkpoint_url,
+        epochs_run=cfg.epochs - first_epoch,
+        resumed_from_epoch=first_epoch,
+        final_loss=loss_value,
+        seconds=time.perf_counter() - start,
+    )
