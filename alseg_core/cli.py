@@ -46,7 +46,9 @@ def cmd_make_synthetic(args: argparse.Namespace) -> None:
 
     cfg = _config(args)
     start = time.perf_counter()
-    summary = make_synthetic(cfg.data.root, cfg.synthetic, workers=args.workers or os.cpu_count() or 1)
+    summary = make_synthetic(
+        cfg.data.root, cfg.synthetic, workers=args.workers or os.cpu_count() or 1
+    )
     print(
         f"wrote synthetic Cityscapes-format dataset to {summary['root']}: "
         f"{summary['train']} train + {summary['val']} val images "
@@ -95,7 +97,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         resume=not args.no_resume,
         progress=not args.no_progress,
     )
-    resumed = f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
+    resumed = (
+        f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
+    )
     print(
         f"trained {cfg.model.name} on {len(samples)} images: {result.epochs_run} epochs "
         f"in {result.seconds:.1f}s{resumed}, final loss {result.final_loss:.4f} -> {args.out}"
@@ -116,7 +120,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint, num_classes=cfg.model.num_classes)
     n = 0
     for sample, pred in predict(
-        model, samples, batch_size=cfg.eval.batch_size, device=cfg.train.device,
+        model,
+        samples,
+        batch_size=cfg.eval.batch_size,
+        device=cfg.train.device,
         progress=not args.no_progress,
     ):
         storage.write_png(prediction_url(args.out, sample.image_id), train_ids_to_label_ids(pred))
@@ -127,7 +134,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from alseg_core import storage
     from alseg_core.datasets import cityscapes
-    from alseg_core.evaluation import evaluate_model, evaluate_predictions, scores_json, scores_report
+    from alseg_core.evaluation import (
+        evaluate_model,
+        evaluate_predictions,
+        scores_json,
+        scores_report,
+    )
     from alseg_core.training import load_model
 
     cfg = _config(args)
@@ -138,7 +150,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.checkpoint:
         model = load_model(args.checkpoint, num_classes=cfg.model.num_classes)
         scores = evaluate_model(
-            model, samples, batch_size=cfg.eval.batch_size, device=cfg.train.device,
+            model,
+            samples,
+            batch_size=cfg.eval.batch_size,
+            device=cfg.train.device,
             progress=not args.no_progress,
         )
     else:
@@ -158,16 +173,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alseg", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=None, help="params.yaml (default: ./params.yaml if present)")
+    parser.add_argument(
+        "--params", default=None, help="params.yaml (default: ./params.yaml if present)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, fn: Callable[[argparse.Namespace], None], help_: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], None], help_: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=fn)
         return p
 
-    p = add("make-synthetic", cmd_make_synthetic, "write the embedded synthetic Cityscapes-format dataset")
+    p = add(
+        "make-synthetic",
+        cmd_make_synthetic,
+        "write the embedded synthetic Cityscapes-format dataset",
+    )
     _opt(p, "--root", "data.root", help="dataset root to write (path or s3:// URL)")
     _opt(p, "--n-train", "synthetic.n_train", type=int)
     _opt(p, "--n-val", "synthetic.n_val", type=int)
@@ -176,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "--seed", "synthetic.seed", type=int)
     p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
 
-    p = add("superpixels", cmd_superpixels, "compute superpixels of every pool image into the Parquet store")
+    p = add(
+        "superpixels",
+        cmd_superpixels,
+        "compute superpixels of every pool image into the Parquet store",
+    )
     _opt(p, "--root", "data.root")
     p.add_argument("--split", default=None, help="split to process (default: data.pool_split)")
     _opt(p, "--store", "superpixels.store", help="Parquet store directory (path or s3:// URL)")
@@ -200,14 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "--seed", "train.seed", type=int)
     _opt(p, "--device", "train.device")
 
-    p = add("predict", cmd_predict, "write Cityscapes-format label-id predictions (one PNG per image)")
+    p = add(
+        "predict", cmd_predict, "write Cityscapes-format label-id predictions (one PNG per image)"
+    )
     _opt(p, "--root", "data.root")
     p.add_argument("--split", default=None, help="split to predict (default: data.val_split)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="folder for <image_id>.png label-id maps")
     _opt(p, "--device", "train.device")
 
-    p = add("evaluate", cmd_evaluate, "per-class IoU and mIoU of a checkpoint or a predictions folder")
+    p = add(
+        "evaluate", cmd_evaluate, "per-class IoU and mIoU of a checkpoint or a predictions folder"
+    )
     _opt(p, "--root", "data.root")
     p.add_argument("--split", default=None, help="split to score (default: data.val_split)")
     p.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (dropout off)")

@@ -56,7 +56,9 @@ class ModelConfig:
         from alseg_core.models import MODEL_REGISTRY
 
         if self.name not in MODEL_REGISTRY:
-            raise ValueError(f"model.name: unknown model {self.name!r}; known: {sorted(MODEL_REGISTRY)}")
+            raise ValueError(
+                f"model.name: unknown model {self.name!r}; known: {sorted(MODEL_REGISTRY)}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -137,15 +139,16 @@ def config_from_dict(raw: Any, *, source: str = "params") -> Config:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ValueError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+        raise ValueError(
+            f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}"
+        )
     sections = {f.name: f for f in dataclasses.fields(Config)}
     hints = typing.get_type_hints(Config)
     built = {}
     for name, value in raw.items():
         if name not in sections:
-            raise ValueError(
-                f"{source}: unknown section {name!r} (known sections: {', '.join(sorted(sections))})"
-            )
+            known = ", ".join(sorted(sections))
+            raise ValueError(f"{source}: unknown section {name!r} (known sections: {known})")
         built[name] = _build_section(hints[name], value, name, source)
     return Config(**built)
 

@@ -25,7 +25,9 @@ def evaluate_model(
 ) -> SegmentationScores:
     """mIoU of ``model`` (dropout off) over full images of ``samples``."""
     conf = np.zeros((NUM_CLASSES, NUM_CLASSES + 1), np.int64)
-    for sample, pred in predict(model, samples, batch_size=batch_size, device=device, progress=progress):
+    for sample, pred in predict(
+        model, samples, batch_size=batch_size, device=device, progress=progress
+    ):
         target = cityscapes.read_label(sample, shape=pred.shape)
         conf += confusion_matrix(target, pred)
     return scores_from_confusion(conf)
@@ -57,7 +59,9 @@ def evaluate_predictions(pred_dir: str, samples: Sequence[cityscapes.Sample]) ->
         url = find_prediction(pred_dir, sample.image_id, listing)
         ids = storage.read_image(url)
         if ids.ndim != 2:
-            raise ValueError(f"{url}: expected a single-channel label-id PNG, got shape {ids.shape}")
+            raise ValueError(
+                f"{url}: expected a single-channel label-id PNG, got shape {ids.shape}"
+            )
         target = cityscapes.read_label(sample)
         if ids.shape != target.shape:
             raise ValueError(

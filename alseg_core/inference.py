@@ -53,7 +53,6 @@ def predict(
     for batch, images in image_batches(samples, batch_size):
         x = torch.stack([to_tensor(img) for img in images]).to(dev)
         pred = model(x).argmax(1).to(torch.uint8).cpu().numpy()
-        for sample, p in zip(batch, pred, strict=True):
-            yield sample, p
+        yield from zip(batch, pred, strict=True)
         bar.update(len(batch))
     bar.close()

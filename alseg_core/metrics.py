@@ -58,7 +58,9 @@ class SegmentationScores:
             "mIoU": _finite_or_none(self.miou),
             "pixel_accuracy": _finite_or_none(self.pixel_accuracy),
             "n_pixels": self.n_pixels,
-            "per_class_IoU": {n: _finite_or_none(v) for n, v in zip(class_names, self.iou, strict=True)},
+            "per_class_IoU": {
+                n: _finite_or_none(v) for n, v in zip(class_names, self.iou, strict=True)
+            },
         }
 
 

@@ -29,6 +29,15 @@ from PIL import Image, UnidentifiedImageError
 Image.MAX_IMAGE_PIXELS = 64_000_000
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def is_remote(url: str) -> bool:
     """True for URLs with a non-file protocol (``s3://bucket/key``)."""
     return "://" in str(url) and not str(url).startswith("file://")
@@ -109,6 +118,7 @@ def write_bytes(url: str, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp creates 0600; match a plain open()
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

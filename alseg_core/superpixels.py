@@ -47,7 +47,9 @@ def _consecutive(labels: np.ndarray) -> np.ndarray:
     return inverse.reshape(labels.shape).astype(np.int32)
 
 
-def watershed_regions(image: np.ndarray, *, n_regions: int = 100, compactness: float = 1e-3) -> np.ndarray:
+def watershed_regions(
+    image: np.ndarray, *, n_regions: int = 100, compactness: float = 1e-3
+) -> np.ndarray:
     """Compact watershed on the Sobel gradient from a regular grid of ``n_regions`` seeds.
 
     image : (H, W, 3) uint8. Returns (H, W) int32 region ids 0..k-1 (k close to n_regions).
@@ -61,7 +63,9 @@ def watershed_regions(image: np.ndarray, *, n_regions: int = 100, compactness: f
     return _consecutive(watershed(gradient, markers=n_regions, compactness=compactness))
 
 
-def slic_regions(image: np.ndarray, *, n_regions: int = 100, compactness: float = 10.0) -> np.ndarray:
+def slic_regions(
+    image: np.ndarray, *, n_regions: int = 100, compactness: float = 10.0
+) -> np.ndarray:
     """SLIC superpixels. image : (H, W, 3) uint8 -> (H, W) int32 region ids 0..k-1."""
     from skimage.segmentation import slic
 
@@ -227,7 +231,9 @@ class SuperpixelStore:
             for start in range(0, len(jobs), chunk_size):
                 chunk = jobs[start : start + chunk_size]
                 if pool is not None:
-                    rows = list(pool.map(_row_for, chunk, chunksize=max(1, len(chunk) // (4 * workers))))
+                    rows = list(
+                        pool.map(_row_for, chunk, chunksize=max(1, len(chunk) // (4 * workers)))
+                    )
                 else:
                     rows = [_row_for(job) for job in chunk]
                 self._write_part(rows)
@@ -240,7 +246,9 @@ class SuperpixelStore:
         return len(todo)
 
     def _write_part(self, rows: Sequence[dict]) -> None:
-        table = pa.Table.from_pylist(list(rows), schema=_SCHEMA).replace_schema_metadata(self._metadata())
+        table = pa.Table.from_pylist(list(rows), schema=_SCHEMA).replace_schema_metadata(
+            self._metadata()
+        )
         digest = hashlib.sha1("\n".join(r["image_id"] for r in rows).encode()).hexdigest()[:16]
         storage.makedirs(self.url)
         storage.write_parquet(storage.join(self.url, f"part-{digest}.parquet"), table)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,12 @@ import torch.nn.functional as F
 from alseg_core import storage
 from alseg_core.datasets import cityscapes
 from alseg_core.datasets.labels import label_ids_to_train_ids
-from alseg_core.datasets.transforms import hflip_pair, random_crop_pair, random_scale_pair, to_tensor
+from alseg_core.datasets.transforms import (
+    hflip_pair,
+    random_crop_pair,
+    random_scale_pair,
+    to_tensor,
+)
 from alseg_core.inference import resolve_device
 from alseg_core.models import SegmentationModel, build_model
 from alseg_core.types import IGNORE_INDEX
@@ -99,7 +104,7 @@ class SegmentationTrainSet(torch.utils.data.Dataset):
             image, label = hflip_pair(image, label)
         crop = self.cfg.crop or tuple(self._native_size())
         image, label = random_crop_pair(image, label, crop, rng)
-        return to_tensor(image), torch.from_numpy(np.ascontiguousarray(label)).long()
+        return to_tensor(image), torch.from_numpy(np.array(label, dtype=np.int64))
 
     def _native_size(self) -> tuple[int, int]:
         if not hasattr(self, "_size"):
@@ -145,7 +150,9 @@ def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def load_model(url: str, *, model_name: str | None = None, num_classes: int | None = None) -> SegmentationModel:
+def load_model(
+    url: str, *, model_name: str | None = None, num_classes: int | None = None
+) -> SegmentationModel:
     """Build the model a checkpoint describes and load its weights.
 
     ``model_name`` / ``num_classes``, when given, must match the checkpoint.
@@ -164,6 +171,10 @@ def load_model(url: str, *, model_name: str | None = None, num_classes: int | No
     return model
 
 
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
 def train(
     items: Sequence[TrainItem],
     *,
@@ -175,12 +186,16 @@ def train(
     init_from: str | None = None,
     resume: bool = True,
     progress: bool = True,
+    log: Callable[[str], None] | None = _log,
+    max_epochs_this_run: int | None = None,
 ) -> TrainResult:
     """Train ``model_name`` on ``items``; the checkpoint at ``checkpoint_url`` is the result.
 
     init_from : checkpoint whose weights start training (e.g. the previous round's).
     resume    : continue from ``checkpoint_url`` when it holds an unfinished run of the
                 same configuration; a finished one is returned as is.
+    progress  : tqdm bars per epoch; ``log`` gets one summary line per epoch.
+    max_epochs_this_run : stop (resumably) after this many epochs, e.g. to time-slice.
     """
     from tqdm import tqdm
 
@@ -191,7 +206,9 @@ def train(
     device = resolve_device(cfg.device)
     model = build_model(model_name, num_classes=num_classes, dropout=dropout)
     if init_from:
-        model.load_state_dict(load_model(init_from, model_name=model_name, num_classes=num_classes).state_dict())
+        model.load_state_dict(
+            load_model(init_from, model_name=model_name, num_classes=num_classes).state_dict()
+        )
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     first_epoch = 0
@@ -206,9 +223,17 @@ def train(
     steps_per_epoch = -(-len(dataset) // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     loss_value = float("nan")
-    for epoch in range(first_epoch, cfg.epochs):
+    last_epoch = cfg.epochs
+    if max_epochs_this_run is not None:
+        last_epoch = min(cfg.epochs, first_epoch + max_epochs_this_run)
+    for epoch in range(first_epoch, last_epoch):
         dataset.epoch = epoch
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        # Dropout draws from the global generator: reseed per epoch so a resumed run
+        # draws exactly what the uninterrupted one would have.
+        torch.manual_seed(cfg.seed * 100_003 + epoch + 1)
+        order = torch.randperm(
+            len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        )
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=cfg.batch_size,
@@ -218,7 +243,13 @@ def train(
         )
         model.train()
         running, n = 0.0, 0
-        bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
+        bar = tqdm(
+            loader,
+            desc=f"train epoch {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            disable=not progress,
+            leave=False,
+        )
         for step, (x, y) in enumerate(bar):
             global_step = epoch * steps_per_epoch + step
             for group in optimizer.param_groups:
@@ -231,19 +262,19 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            running += float(loss) * len(x)
+            running += loss.item() * len(x)
             n += len(x)
             bar.set_postfix(loss=f"{running / max(n, 1):.3f}")
         loss_value = running / max(n, 1)
-        if progress:
-            print(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.4f}", flush=True)
+        if log is not None:
+            log(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.4f}")
         storage.save_checkpoint(
             checkpoint_url,
             checkpoint_state(model, dropout=dropout, epoch=epoch + 1, cfg=cfg, optimizer=optimizer),
         )
     return TrainResult(
         checkpoint=checkpoint_url,
-        epochs_run=cfg.epochs - first_epoch,
+        epochs_run=last_epoch - first_epoch,
         resumed_from_epoch=first_epoch,
         final_loss=loss_value,
         seconds=time.perf_counter() - start,

@@ -97,11 +97,14 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, *, cells: int) -> np
     grid = rng.normal(0.0, 1.0, (cells + 1, 2 * cells + 1)).astype(np.float32)
     ys = np.linspace(0, cells, h, dtype=np.float32)
     xs = np.linspace(0, 2 * cells, w, dtype=np.float32)
-    y0, x0 = np.floor(ys).astype(int).clip(0, cells - 1), np.floor(xs).astype(int).clip(0, 2 * cells - 1)
+    y0, x0 = (
+        np.floor(ys).astype(int).clip(0, cells - 1),
+        np.floor(xs).astype(int).clip(0, 2 * cells - 1),
+    )
     fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
     g00, g01 = grid[y0][:, x0], grid[y0][:, x0 + 1]
     g10, g11 = grid[y0 + 1][:, x0], grid[y0 + 1][:, x0 + 1]
-    return (g00 * (1 - fy) * (1 - fx) + g01 * (1 - fy) * fx + g10 * fy * (1 - fx) + g11 * fy * fx)
+    return g00 * (1 - fy) * (1 - fx) + g01 * (1 - fy) * fx + g10 * fy * (1 - fx) + g11 * fy * fx
 
 
 def _jitter(rng: np.random.Generator, base: tuple[int, int, int], amount: float) -> np.ndarray:
@@ -229,21 +232,29 @@ def _paint_pole(s: _Scene, x: float, y: float) -> None:
     t = float(s.depth(y))
     height = (0.15 + 0.5 * t) * c.h
     width = max(1.0, 2.5 * t + rng.uniform(0, 1))
-    c.paint(_rect(c, x - width / 2, y - height, x + width / 2, y), "pole",
-            _jitter(rng, (110, 110, 115), 12), texture=4.0)
+    c.paint(
+        _rect(c, x - width / 2, y - height, x + width / 2, y),
+        "pole",
+        _jitter(rng, (110, 110, 115), 12),
+        texture=4.0,
+    )
     top = y - height
     size = max(2.0, (3 + 9 * t) * rng.uniform(0.7, 1.3))
     kind = rng.random()
     if kind < 0.55:
         color = [(220, 200, 20), (200, 30, 30), (40, 70, 200)][rng.integers(0, 3)]
-        shape = _ellipse(c, x, top, size * 0.6, size * 0.6) if rng.random() < 0.5 else _rect(
-            c, x - size * 0.6, top - size * 0.6, x + size * 0.6, top + size * 0.6)
+        shape = (
+            _ellipse(c, x, top, size * 0.6, size * 0.6)
+            if rng.random() < 0.5
+            else _rect(c, x - size * 0.6, top - size * 0.6, x + size * 0.6, top + size * 0.6)
+        )
         c.paint(shape, "traffic sign", _jitter(rng, color, 15), texture=5.0)
     elif kind < 0.75:
         box = _rect(c, x - size * 0.35, top - size, x + size * 0.35, top + size * 0.2)
         c.paint(box, "traffic light", _jitter(rng, (40, 40, 35), 6), texture=3.0)
-        lamp = _ellipse(c, x, top - size * (0.75 - 0.35 * rng.integers(0, 3)), size * 0.22,
-                        size * 0.22)
+        lamp = _ellipse(
+            c, x, top - size * (0.75 - 0.35 * rng.integers(0, 3)), size * 0.22, size * 0.22
+        )
         c.img[lamp & box] = [(230, 40, 30), (240, 200, 30), (40, 220, 90)][rng.integers(0, 3)]
 
 
@@ -259,10 +270,12 @@ def _paint_car(s: _Scene, x: float, y: float, name: str = "car") -> None:
     cabin_inset = w * (0.18 if name == "car" else 0.02)
     cabin = _rect(c, x - w / 2 + cabin_inset, y - h, x + w / 2 - cabin_inset, y - h * 0.55)
     wheels = _ellipse(c, x - w * 0.3, y - h * 0.1, w * 0.1, h * 0.12) | _ellipse(
-        c, x + w * 0.3, y - h * 0.1, w * 0.1, h * 0.12)
+        c, x + w * 0.3, y - h * 0.1, w * 0.1, h * 0.12
+    )
     c.paint(body | cabin, name, color, texture=5.0, instance=iid)
-    glass = _rect(c, x - w / 2 + cabin_inset + 2, y - h * 0.95, x + w / 2 - cabin_inset - 2,
-                  y - h * 0.62)
+    glass = _rect(
+        c, x - w / 2 + cabin_inset + 2, y - h * 0.95, x + w / 2 - cabin_inset - 2, y - h * 0.62
+    )
     c.img[glass & cabin] = c.img[glass & cabin] * 0.35 + 40
     c.paint(wheels, name, np.array([25, 25, 25], np.float32), texture=3.0, instance=iid)
 
@@ -275,7 +288,8 @@ def _paint_person(s: _Scene, x: float, y: float, *, rider: str | None = None) ->
         vid = c.new_instance(rider)
         vw = h * 0.9
         frame = _ellipse(c, x - vw * 0.35, y - h * 0.15, h * 0.15, h * 0.15) | _ellipse(
-            c, x + vw * 0.35, y - h * 0.15, h * 0.15, h * 0.15)
+            c, x + vw * 0.35, y - h * 0.15, h * 0.15, h * 0.15
+        )
         frame |= _rect(c, x - vw * 0.35, y - h * 0.35, x + vw * 0.35, y - h * 0.25)
         if rider == "motorcycle":
             frame |= _ellipse(c, x, y - h * 0.3, vw * 0.3, h * 0.12)
@@ -287,7 +301,8 @@ def _paint_person(s: _Scene, x: float, y: float, *, rider: str | None = None) ->
     head = _ellipse(c, x, y - h * 0.9, h * 0.09, h * 0.1)
     torso = _ellipse(c, x, y - h * 0.6, h * 0.14, h * 0.22)
     legs = _rect(c, x - h * 0.1, y - h * 0.42, x - h * 0.02, y) | _rect(
-        c, x + h * 0.02, y - h * 0.42, x + h * 0.1, y)
+        c, x + h * 0.02, y - h * 0.42, x + h * 0.1, y
+    )
     c.paint(legs, name, _random_color(rng) * 0.6, texture=5.0, instance=iid)
     c.paint(torso, name, _random_color(rng), texture=5.0, instance=iid)
     c.paint(head, name, _jitter(rng, (200, 160, 130), 25), texture=3.0, instance=iid)
@@ -320,7 +335,8 @@ def _paint_objects(s: _Scene) -> None:
         y = s.horizon + span * rng.uniform(0.2, 1.0)
         rl, rr = s.road_edges(y)
         vehicle = "bicycle" if rng.random() < 0.6 else "motorcycle"
-        add(y, lambda x=rng.uniform(rl, rr), y=y, v=vehicle: _paint_person(s, x, y, rider=v))
+        x = rng.uniform(rl, rr)
+        add(y, lambda x=x, y=y, v=vehicle: _paint_person(s, x, y, rider=v))
     for _ in range(rng.poisson(2.0)):
         y = s.horizon + span * rng.uniform(0.05, 0.9)
         wl, wr = s.walk_edges(y)
@@ -336,8 +352,13 @@ def _finish(s: _Scene) -> None:
     c, rng = s.c, s.c.rng
     # Cast shadows darken whatever they fall on, whatever its class.
     for _ in range(rng.poisson(1.5)):
-        shadow = _ellipse(c, rng.uniform(0, c.w), rng.uniform(s.horizon, c.h),
-                          rng.uniform(0.05, 0.3) * c.w, rng.uniform(0.03, 0.12) * c.h)
+        shadow = _ellipse(
+            c,
+            rng.uniform(0, c.w),
+            rng.uniform(s.horizon, c.h),
+            rng.uniform(0.05, 0.3) * c.w,
+            rng.uniform(0.03, 0.12) * c.h,
+        )
         c.img[shadow] *= rng.uniform(0.45, 0.75)
     c.img *= rng.uniform(0.6, 1.25)  # global illumination
     c.img += rng.normal(0, rng.uniform(2, 9), c.img.shape).astype(np.float32)

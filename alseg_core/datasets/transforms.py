@@ -50,7 +50,12 @@ def random_scale_pair(
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 normalised with ImageNet statistics."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    t = (
+        torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+        .permute(2, 0, 1)
+        .float()
+        .div_(255.0)
+    )
     mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGE_STD).view(3, 1, 1)
     return (t - mean) / std

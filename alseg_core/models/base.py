@@ -27,7 +27,9 @@ class DropoutHead(nn.Module):
 
     def forward(self, features: tuple[torch.Tensor, ...], size: tuple[int, int]) -> torch.Tensor:
         if len(features) != len(self.classifiers):
-            raise ValueError(f"head expects {len(self.classifiers)} feature maps, got {len(features)}")
+            raise ValueError(
+                f"head expects {len(self.classifiers)} feature maps, got {len(features)}"
+            )
         base = features[0].shape[-2:]
         logits = None
         for feat, classifier in zip(features, self.classifiers, strict=True):

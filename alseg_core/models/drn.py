@@ -60,7 +60,9 @@ def _res_layer(
 ) -> nn.Sequential:
     downsample = None
     if stride != 1 or cin != cout:
-        downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        downsample = nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+        )
     first_dil = (dilation // 2 if new_level else dilation, dilation) if dilation > 1 else (1, 1)
     blocks = [BasicBlock(cin, cout, stride, downsample, first_dil)]
     blocks += [BasicBlock(cout, cout, dilation=(dilation, dilation)) for _ in range(n - 1)]

@@ -32,7 +32,9 @@ class LRASPPTrunk(nn.Module):
         feats = self.backbone(x)
         low, high = feats["low"], feats["high"]
         attended = self.cbr(high) * self.scale(high)
-        attended = F.interpolate(attended, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        attended = F.interpolate(
+            attended, size=low.shape[-2:], mode="bilinear", align_corners=False
+        )
         return low, attended
 
 
@@ -54,15 +56,25 @@ class DeepLabTrunk(nn.Module):
         return (self.neck(self.backbone(x)["out"]),)
 
 
+def _standard_bn_momentum(module: nn.Module) -> nn.Module:
+    # torchvision's MobileNetV3 uses BatchNorm momentum 0.01, tuned for ImageNet-length
+    # schedules; trained from scratch for a few hundred steps, the running statistics
+    # lag far behind the weights and eval-mode accuracy collapses. 0.1 tracks them.
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.1
+    return module
+
+
 @register_model("lraspp_mobilenet_v3_large")
 def lraspp(*, num_classes: int, dropout: float) -> SegmentationModel:
-    trunk = LRASPPTrunk()
+    trunk = _standard_bn_momentum(LRASPPTrunk())
     head = DropoutHead([trunk.low_channels, trunk.high_channels], num_classes, dropout=dropout)
     return SegmentationModel("lraspp_mobilenet_v3_large", trunk, head, num_classes)
 
 
 @register_model("deeplabv3_mobilenet_v3_large")
 def deeplab(*, num_classes: int, dropout: float) -> SegmentationModel:
-    trunk = DeepLabTrunk()
+    trunk = _standard_bn_momentum(DeepLabTrunk())
     head = DropoutHead([DeepLabTrunk.out_channels], num_classes, dropout=dropout)
     return SegmentationModel("deeplabv3_mobilenet_v3_large", trunk, head, num_classes)

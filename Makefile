@@ -1,0 +1,38 @@
+# Everything a fresh machine needs: `make demo` and `make test` create .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the embedded synthetic dataset.
+demo: $(STAMP)
+	$(BIN)/alseg make-synthetic
+	$(BIN)/alseg superpixels
+	$(BIN)/alseg train --out data/runs/demo/model.pt
+	$(BIN)/alseg evaluate --checkpoint data/runs/demo/model.pt --json data/runs/demo/metrics.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python bench/superpixels.py
+
+clean:
+	rm -rf $(VENV) data/synthetic data/superpixels data/runs

@@ -1,0 +1,66 @@
+"""Models: registry, trunk/head split, output stride, MC-dropout behaviour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alseg_core.models import MODEL_REGISTRY, build_model, register_model
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
+def test_every_model_maps_images_to_full_size_logits(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 96)
+    feats = model.trunk(x)
+    assert isinstance(feats, tuple)
+    logits = model.head(feats, (64, 96))
+    assert logits.shape == (2, 5, 64, 96)
+    torch.testing.assert_close(logits, model(x))
+
+
+def test_drn_d_22_has_output_stride_8_and_reference_depth():
+    model = build_model("drn_d_22")
+    (feat,) = model.trunk.eval()(torch.randn(1, 3, 64, 128))
+    assert feat.shape == (1, 512, 8, 16)
+    convs = [
+        m
+        for m in model.trunk.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+    ]
+    assert len(convs) == 20  # 22 layers = 7x7 stem + 20 3x3 convs + classifier
+    dilations = sorted({m.dilation[0] for m in convs})
+    assert dilations == [1, 2, 4]
+
+
+def test_head_dropout_varies_and_trunk_stays_deterministic():
+    torch.manual_seed(0)
+    model = build_model("drn_d_22", dropout=0.5)
+    x = torch.randn(1, 3, 32, 32)
+    model.eval_trunk_train_head()
+    with torch.no_grad():
+        feats = model.trunk(x)
+        again = model.trunk(x)
+        a = model.head(feats, (32, 32))
+        b = model.head(feats, (32, 32))
+    torch.testing.assert_close(feats[0], again[0])
+    assert not torch.allclose(a, b)  # dropout active in the head only
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.head(feats, (32, 32)), model.head(feats, (32, 32)))
+
+
+def test_unknown_model_name_is_an_error():
+    with pytest.raises(ValueError, match=r"unknown model 'drn_d_99'; known models: \["):
+        build_model("drn_d_99")
+
+
+def test_registry_refuses_duplicate_names():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("drn_d_22")(lambda **kw: None)
+
+
+def test_bad_dropout_is_an_error():
+    with pytest.raises(ValueError, match="dropout"):
+        build_model("drn_d_22", dropout=1.5)
