@@ -15,26 +15,24 @@ from typing import Any
 
 from alseg_core.config import Config, load_config
 
-# option dest -> params key it overrides
-_OVERRIDES: dict[str, str] = {}
+_PREFIX = "params__"
 
 
 def _opt(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs: Any) -> None:
-    dest = flag.lstrip("-").replace("-", "_")
-    _OVERRIDES[dest] = key
+    """An option that overrides params key ``key`` (its dest encodes the key)."""
     kwargs.setdefault("help", f"overrides params key {key}")
-    parser.add_argument(flag, dest=dest, default=None, **kwargs)
+    parser.add_argument(flag, dest=_PREFIX + key.replace(".", "__"), default=None, **kwargs)
 
 
 def _config(args: argparse.Namespace) -> Config:
     params = args.params
     if params is None and os.path.exists("params.yaml"):
         params = "params.yaml"
-    overrides = {}
-    for dest, key in _OVERRIDES.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            overrides[key] = list(value) if isinstance(value, tuple) else value
+    overrides = {
+        dest[len(_PREFIX) :].replace("__", "."): value
+        for dest, value in vars(args).items()
+        if dest.startswith(_PREFIX) and value is not None
+    }
     return load_config(params, overrides)
 
 
@@ -168,6 +166,62 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def cmd_score(args: argparse.Namespace) -> None:
+    from alseg_core.steps import step_score
+
+    cfg = _config(args)
+    n = step_score(cfg, args.checkpoint, args.labelled, args.out, progress=not args.no_progress)
+    print(f"scored {n} pool images (D={cfg.al.mc_passes}) -> {args.out}")
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    from alseg_core.steps import step_select
+
+    cfg = _config(args)
+    summary = step_select(cfg, args.round, args.scores, args.labelled, args.out)
+    n_regions = sum(len(i["regions"]) for i in summary["items"])
+    print(
+        f"round {args.round}: selected {len(summary['items'])} images / {n_regions} regions "
+        f"({summary['unit']}, {summary['strategy']}), estimated cost "
+        f"{summary['estimated_spent']} of budget {summary['budget']} -> {args.out}"
+    )
+
+
+def cmd_request(args: argparse.Namespace) -> None:
+    from alseg_core.steps import step_request
+
+    cfg = _config(args)
+    request_id = step_request(cfg, args.selection, args.scores, args.out)
+    print(f"request {request_id} -> {args.out} (request.csv, preannotations/, heatmaps/)")
+
+
+def cmd_annotate(args: argparse.Namespace) -> None:
+    from alseg_core.steps import step_annotate
+
+    cfg = _config(args)
+    cost = step_annotate(cfg, args.request, args.labelled, args.out)
+    print(f"oracle answered {args.request}: true cost {cost} -> {args.out}")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from alseg_core.steps import step_merge
+
+    cfg = _config(args)
+    charged, warnings = step_merge(
+        cfg, args.labelled, args.request, args.delivery, args.out, label_format=args.label_format
+    )
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"merged {args.delivery}: charged {charged} -> {args.out}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from alseg_core.loop import run_loop
+
+    cfg = _config(args)
+    run_loop(cfg, log=lambda m: print(m, flush=True), progress=not args.no_progress)
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -245,6 +299,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", default=None, help="folder of label-id PNGs from any model")
     p.add_argument("--json", default=None, help="also write the scores as JSON here")
     _opt(p, "--device", "train.device")
+
+    def al_options(p: argparse.ArgumentParser) -> None:
+        _opt(p, "--root", "data.root")
+        _opt(p, "--store", "superpixels.store")
+        _opt(p, "--unit", "al.unit", choices=["image", "superpixel"])
+        _opt(p, "--strategy", "al.strategy")
+        _opt(p, "--seed", "al.seed", type=int)
+
+    p = add("score", cmd_score, "MC-dropout scores of every unlabelled pool image (Parquet)")
+    al_options(p)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--labelled", default=None, help="labelled set folder (None: nothing labelled)")
+    p.add_argument("--out", required=True, help="scores Parquet file to write")
+    _opt(p, "--mc-passes", "al.mc_passes", type=int)
+    _opt(p, "--device", "train.device")
+
+    p = add("select", cmd_select, "choose the round's images or superpixels under the cost budget")
+    al_options(p)
+    p.add_argument("--round", type=int, required=True, help="0 = the random seed set")
+    p.add_argument("--scores", default=None, help="scores Parquet (rounds >= 1)")
+    p.add_argument("--labelled", default=None)
+    p.add_argument("--out", required=True, help="selection JSON to write")
+    _opt(p, "--budget", "al.budget_per_round", type=int)
+
+    p = add("request", cmd_request, "write the label request: CSV, pre-annotation masks, heatmaps")
+    al_options(p)
+    p.add_argument("--selection", required=True)
+    p.add_argument("--scores", default=None, help="scores Parquet, for the heatmaps")
+    p.add_argument("--out", required=True, help="request folder to write")
+
+    p = add("annotate", cmd_annotate, "simulated oracle: answer a request from ground truth")
+    al_options(p)
+    p.add_argument("--request", required=True, help="request folder")
+    p.add_argument("--labelled", default=None, help="labelled set before this round")
+    p.add_argument("--out", required=True, help="delivery folder to write")
+
+    p = add("merge", cmd_merge, "validate a delivery against its request and merge it")
+    al_options(p)
+    p.add_argument("--labelled", default=None, help="labelled set before this round")
+    p.add_argument("--request", required=True)
+    p.add_argument("--delivery", required=True, help="oracle delivery, or a folder of PNG masks")
+    p.add_argument("--label-format", default="train_ids", choices=["train_ids", "label_ids"])
+    p.add_argument("--out", required=True, help="labelled set folder to write")
+
+    p = add("run", cmd_run, "the whole active-learning loop: rounds of train/score/select/label")
+    al_options(p)
+    _opt(p, "--rounds", "al.rounds", type=int)
+    _opt(p, "--budget", "al.budget_per_round", type=int)
+    _opt(p, "--initial-images", "al.initial_images", type=int)
+    _opt(p, "--train-steps", "al.train_steps", type=int)
+    _opt(p, "--mc-passes", "al.mc_passes", type=int)
+    _opt(p, "--out", "al.out", help="run folder (rounds, metrics.csv, learning_curve.png)")
+    _opt(p, "--model", "model.name")
     return parser
 
 

@@ -73,6 +73,35 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ALConfig:
+    """The active-learning experiment; budgets are in annotation cost units (instances)."""
+
+    unit: str = "superpixel"  # or "image"
+    strategy: str = "mc_variance"  # random | softmax_entropy | mc_entropy | mc_variance | bald | learning_loss
+    rounds: int = 4  # acquisition rounds after the random seed round
+    initial_images: int = 20  # the random seed set: whole images, the same for every strategy
+    budget_per_round: int = 400
+    mc_passes: int = 10
+    train_steps: int = 250  # optimiser steps per round (epochs follow from the labelled set size)
+    finetune: bool = True  # start each round from the previous round's weights
+    seed: int = 0
+    heat_stride: int = 4
+    out: str = "data/runs/al"
+
+    def __post_init__(self) -> None:
+        from alseg_core.strategy import check_strategy
+
+        check_strategy(self.strategy, self.unit)
+        for name in ("rounds", "initial_images", "train_steps", "heat_stride"):
+            if getattr(self, name) < 1 and not (name == "rounds" and self.rounds == 0):
+                raise ValueError(f"al.{name} must be >= 1, got {getattr(self, name)}")
+        if self.budget_per_round < 0:
+            raise ValueError(f"al.budget_per_round must be >= 0, got {self.budget_per_round}")
+        if self.mc_passes < 1:
+            raise ValueError(f"al.mc_passes (D) must be >= 1, got {self.mc_passes}")
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
@@ -80,6 +109,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    al: ALConfig = field(default_factory=ALConfig)
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

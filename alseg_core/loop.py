@@ -1,0 +1,138 @@
+"""``alseg run``: the whole active-learning loop on one machine.
+
+Round 0 labels a random seed set of whole images; every round then trains, evaluates,
+and (except after the last) scores the pool, selects units under the budget, writes the
+request, lets the oracle answer it and merges the labels. Each round's files live in
+``<al.out>/round_<k>/``; a step whose output exists is skipped, so an interrupted run
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable
+
+from alseg_core import storage
+from alseg_core.annotation import full_image_cost
+from alseg_core.config import Config
+from alseg_core.labels import load_state, state_url
+from alseg_core.plots import learning_curve
+from alseg_core.steps import (
+    pool_samples,
+    step_annotate,
+    step_evaluate,
+    step_merge,
+    step_request,
+    step_score,
+    step_select,
+    step_superpixels,
+    step_train,
+)
+
+METRIC_FIELDS = ["round", "labelled_cost", "pct_full_cost", "n_images", "n_regions", "mIoU", "seconds"]
+
+
+def round_dir(cfg: Config, k: int) -> str:
+    return storage.join(cfg.al.out, f"round_{k:02d}")
+
+
+def pool_full_cost(cfg: Config) -> int:
+    """Cost of labelling every pool image (reads ground truth: reporting only)."""
+    cache = storage.join(cfg.al.out, "full_cost.json")
+    if storage.exists(cache):
+        return int(storage.read_json(cache)["full_cost"])
+    total = sum(full_image_cost(s) for s in pool_samples(cfg).values())
+    storage.write_json(cache, {"full_cost": total})
+    return total
+
+
+def run_loop(cfg: Config, *, log: Callable[[str], None] = print, progress: bool = False) -> list[dict]:
+    start = time.perf_counter()
+    added = step_superpixels(cfg, progress=progress)
+    n_pool = len(pool_samples(cfg))
+    full = pool_full_cost(cfg)
+    log(
+        f"pool: {n_pool} images, full annotation cost {full} instances "
+        f"({full / n_pool:.1f}/image); superpixels: {added} computed"
+    )
+    log(
+        f"unit={cfg.al.unit} strategy={cfg.al.strategy} rounds={cfg.al.rounds} "
+        f"budget/round={cfg.al.budget_per_round} D={cfg.al.mc_passes} model={cfg.model.name}"
+    )
+    rows: list[dict] = []
+    labelled: str | None = None
+    checkpoint: str | None = None
+    for k in range(cfg.al.rounds + 1):
+        t0 = time.perf_counter()
+        rd = round_dir(cfg, k)
+        scores = None
+        if k > 0:
+            scores = storage.join(rd, "scores.parquet")
+            if not storage.exists(scores):
+                step_score(cfg, checkpoint, labelled, scores, progress=progress)
+        selection = storage.join(rd, "selection.json")
+        if not storage.exists(selection):
+            step_select(cfg, k, scores, labelled, selection)
+        request = storage.join(rd, "request")
+        if not storage.exists(storage.join(request, "request.json")):
+            step_request(cfg, selection, scores, request)
+        delivery = storage.join(rd, "delivery")
+        if not storage.exists(storage.join(delivery, "delivery.json")):
+            step_annotate(cfg, request, labelled, delivery)
+        new_labelled = storage.join(rd, "labelled")
+        if not storage.exists(state_url(new_labelled)):
+            step_merge(cfg, labelled, request, delivery, new_labelled)
+        labelled = new_labelled
+        new_checkpoint = storage.join(rd, "model.pt")
+        metrics_url = storage.join(rd, "metrics.json")
+        if not storage.exists(metrics_url):
+            step_train(
+                cfg, labelled, new_checkpoint,
+                init_from=checkpoint if cfg.al.finetune else None, progress=progress, log=None,
+            )
+            step_evaluate(cfg, new_checkpoint, metrics_url)
+        checkpoint = new_checkpoint
+        metrics = storage.read_json(metrics_url)
+        state = load_state(labelled)
+        row = {
+            "round": k,
+            "labelled_cost": state.total_cost,
+            "pct_full_cost": round(100.0 * state.total_cost / full, 3),
+            "n_images": len(state.images),
+            "n_regions": sum(len(e.regions) for e in state.images.values()),
+            "mIoU": round(metrics["mIoU"], 5),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        rows.append(row)
+        log(
+            f"round {k}/{cfg.al.rounds}: labelled cost {row['labelled_cost']} "
+            f"({row['pct_full_cost']:.1f}% of full), {row['n_images']} images touched, "
+            f"mIoU {row['mIoU']:.4f} [{row['seconds']:.0f}s]"
+        )
+    write_metrics(cfg, rows)
+    log(f"done in {time.perf_counter() - start:.0f}s: {metrics_csv(cfg)}, {curve_png(cfg)}")
+    return rows
+
+
+def metrics_csv(cfg: Config) -> str:
+    return storage.join(cfg.al.out, "metrics.csv")
+
+
+def curve_png(cfg: Config) -> str:
+    return storage.join(cfg.al.out, "learning_curve.png")
+
+
+def write_metrics(cfg: Config, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.write_bytes(metrics_csv(cfg), buf.getvalue().encode())
+    label = f"{cfg.al.unit} / {cfg.al.strategy}"
+    learning_curve(
+        {label: [(r["pct_full_cost"], r["mIoU"]) for r in rows]},
+        curve_png(cfg),
+        title=f"alseg: {cfg.model.name}, {cfg.al.rounds} rounds",
+    )

@@ -1,0 +1,199 @@
+"""The pipeline steps, each reading its inputs from and writing its outputs to files.
+
+The ``alseg`` subcommands, the ``alseg run`` loop, DVC stages and Prefect tasks all
+call these, so every step exists once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+
+from alseg_core import storage
+from alseg_core.annotation import (
+    RequestItem,
+    load_request,
+    make_request,
+    merge_delivery,
+    oracle_answer,
+    read_delivery,
+    write_delivery,
+    write_request,
+)
+from alseg_core.config import Config
+from alseg_core.datasets import cityscapes
+from alseg_core.evaluation import evaluate_model, scores_json
+from alseg_core.labels import load_state, mask_url, read_mask
+from alseg_core.scoring import ScoreParams, heat_of, read_scores, score_pool
+from alseg_core.selection import IMAGE_UNIT, Candidate, select_under_budget
+from alseg_core.strategy import candidates
+from alseg_core.superpixels import SuperpixelStore
+from alseg_core.training import TrainItem, TrainResult, load_model, train
+
+Log = Callable[[str], None]
+
+
+def pool_samples(cfg: Config) -> dict[str, cityscapes.Sample]:
+    return {s.image_id: s for s in cityscapes.list_samples(cfg.data.root, cfg.data.pool_split)}
+
+
+def superpixel_store(cfg: Config) -> SuperpixelStore:
+    return SuperpixelStore(cfg.superpixels.store, cfg.superpixels.params())
+
+
+def step_superpixels(cfg: Config, *, progress: bool = False) -> int:
+    samples = cityscapes.list_samples(cfg.data.root, cfg.data.pool_split, require_labels=False)
+    return superpixel_store(cfg).update(
+        [(s.image_id, s.image_url) for s in samples], workers=cfg.superpixels.workers, progress=progress
+    )
+
+
+def labelled_items(cfg: Config, labelled: str) -> list[TrainItem]:
+    samples = pool_samples(cfg)
+    state = load_state(labelled)
+    return [
+        TrainItem(image_id, samples[image_id].image_url, mask_url(labelled, image_id), "train_ids")
+        for image_id in sorted(state.images)
+    ]
+
+
+def step_train(
+    cfg: Config, labelled: str, checkpoint: str, *, init_from: str | None = None,
+    progress: bool = False, log: Log | None = None,
+) -> TrainResult:
+    """Train on the labelled set; ``al.train_steps`` optimiser steps (whole epochs)."""
+    items = labelled_items(cfg, labelled)
+    if not items:
+        raise ValueError(f"{labelled}: the labelled set is empty")
+    steps_per_epoch = -(-len(items) // cfg.train.batch_size)
+    epochs = max(1, round(cfg.al.train_steps / steps_per_epoch))
+    return train(
+        items, model_name=cfg.model.name, checkpoint_url=checkpoint,
+        cfg=replace(cfg.train, epochs=epochs), num_classes=cfg.model.num_classes,
+        dropout=cfg.model.dropout, init_from=init_from, progress=progress, log=log,
+    )
+
+
+def step_evaluate(cfg: Config, checkpoint: str, out_json: str | None = None) -> dict:
+    val = cityscapes.list_samples(cfg.data.root, cfg.data.val_split)
+    model = load_model(checkpoint, num_classes=cfg.model.num_classes)
+    report = scores_json(
+        evaluate_model(model, val, batch_size=cfg.eval.batch_size, device=cfg.train.device)
+    )
+    report["n_images"] = len(val)
+    if out_json:
+        storage.write_json(out_json, report)
+    return report
+
+
+def step_score(cfg: Config, checkpoint: str, labelled: str | None, out: str, *, progress: bool = False) -> int:
+    """Score every pool image that is not fully labelled; writes one Parquet file."""
+    state = load_state(labelled)
+    samples = [s for s in pool_samples(cfg).values() if not state.is_fully_labelled(s.image_id)]
+    store = superpixel_store(cfg)
+
+    def labelled_mask(image_id: str) -> np.ndarray | None:
+        if labelled and image_id in state.images:
+            return read_mask(labelled, image_id)
+        return None
+
+    table = score_pool(
+        load_model(checkpoint, model_name=cfg.model.name, num_classes=cfg.model.num_classes),
+        samples,
+        region_maps=store.read,
+        labelled_masks=labelled_mask,
+        params=ScoreParams(
+            mc_passes=cfg.al.mc_passes, batch_size=cfg.eval.batch_size,
+            heat_strategy=cfg.al.strategy if cfg.al.strategy not in ("random", "learning_loss") else "mc_variance",
+            heat_stride=cfg.al.heat_stride, device=cfg.train.device, seed=cfg.al.seed,
+        ),
+        progress=progress,
+    )
+    storage.write_parquet(out, table)
+    return table.num_rows
+
+
+def step_select(cfg: Config, round_: int, scores: str | None, labelled: str | None, out: str) -> dict:
+    """Choose the round's units; round 0 is the random seed set of whole images."""
+    state = load_state(labelled)
+    rng = np.random.default_rng([cfg.al.seed, round_])
+    if round_ == 0:
+        ids = sorted(pool_samples(cfg))
+        pick = rng.choice(len(ids), size=min(cfg.al.initial_images, len(ids)), replace=False)
+        chosen = [Candidate(ids[i], -1, 0.0, 0) for i in sorted(pick)]
+        unit, strategy, budget, spent = IMAGE_UNIT, "random", 0, 0
+    else:
+        if scores is None:
+            raise ValueError("select: rounds after the seed round need a scores file")
+        rows = read_scores(scores).to_pylist()
+        cands = candidates(rows, state, unit=cfg.al.unit, strategy=cfg.al.strategy)
+        result = select_under_budget(
+            cands, cfg.al.budget_per_round, rng=rng if cfg.al.strategy == "random" else None
+        )
+        chosen, budget, spent = list(result.candidates), result.budget, result.spent
+        unit, strategy = cfg.al.unit, cfg.al.strategy
+    by_image: dict[str, list[Candidate]] = {}
+    for c in chosen:
+        by_image.setdefault(c.image_id, []).append(c)
+    items = [
+        RequestItem(
+            image_id,
+            tuple(sorted(c.region for c in cs if c.region >= 0)),
+            any(c.region < 0 for c in cs),
+            float(np.mean([c.score for c in cs])) if cs else 0.0,
+            int(sum(c.est_cost for c in cs)),
+        )
+        for image_id, cs in sorted(by_image.items())
+    ]
+    request = make_request(round_, unit, strategy, items)
+    summary = request.to_json() | {"budget": budget, "estimated_spent": spent}
+    storage.write_json(out, summary)
+    return summary
+
+
+def step_request(cfg: Config, selection: str, scores: str | None, out_dir: str) -> str:
+    """Write the request folder (CSV, Parquet, pre-annotations, heatmaps)."""
+    from alseg_core.annotation import Request
+
+    request = Request.from_json(storage.read_json(selection), source=selection)
+    store = superpixel_store(cfg)
+    region_maps = {i.image_id: store.read(i.image_id) for i in request.items}
+    heatmaps = None
+    if scores is not None:
+        wanted = {i.image_id for i in request.items}
+        heatmaps = {r["image_id"]: heat_of(r) for r in read_scores(scores).to_pylist() if r["image_id"] in wanted}
+    write_request(out_dir, request, region_maps=region_maps, heatmaps=heatmaps)
+    return request.request_id
+
+
+def step_annotate(cfg: Config, request_dir: str, labelled: str | None, out_dir: str) -> int:
+    """The simulated oracle: answer the request from ground truth; returns the true cost."""
+    request = load_request(request_dir)
+    store = superpixel_store(cfg)
+    region_maps = {i.image_id: store.read(i.image_id) for i in request.items if not i.full_image}
+    delivery = oracle_answer(request, pool_samples(cfg), region_maps, load_state(labelled))
+    write_delivery(out_dir, delivery)
+    return delivery.cost
+
+
+def step_merge(
+    cfg: Config, labelled_in: str | None, request_dir: str, delivery_dir: str, labelled_out: str,
+    *, label_format: str = "train_ids",
+) -> tuple[int, list[str]]:
+    """Validate the delivery against the request and write the merged labelled set.
+
+    Returns (cost charged by this merge, warnings). Nothing is written when validation
+    fails; merging the same delivery again charges nothing.
+    """
+    request = load_request(request_dir)
+    store = superpixel_store(cfg)
+    region_maps = {i.image_id: store.read(i.image_id) for i in request.items if not i.full_image}
+    state = load_state(labelled_in)
+    delivery = read_delivery(
+        delivery_dir, request, pool_samples(cfg), region_maps, state, label_format=label_format
+    )
+    before = state.total_cost
+    new_state = merge_delivery(labelled_in, delivery, labelled_out)
+    return new_state.total_cost - before, list(delivery.warnings)

@@ -1,0 +1,47 @@
+"""Strategies compose a scorer's aggregated scores with the unit and the labelled set."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from alseg_core.labels import LabelState
+from alseg_core.selection import IMAGE_UNIT, SUPERPIXEL_UNIT, Candidate
+from alseg_core.uncertainty import PIXEL_STRATEGIES
+
+STRATEGIES = ("random", *PIXEL_STRATEGIES, "learning_loss")
+
+
+def check_strategy(strategy: str, unit: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"al.strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if unit not in (IMAGE_UNIT, SUPERPIXEL_UNIT):
+        raise ValueError(f"al.unit must be 'image' or 'superpixel', got {unit!r}")
+    if strategy == "learning_loss" and unit != IMAGE_UNIT:
+        raise ValueError("al.strategy 'learning_loss' scores whole images: use al.unit 'image'")
+
+
+def candidates(rows: list[dict], state: LabelState, *, unit: str, strategy: str) -> list[Candidate]:
+    """Every unit not yet labelled, with its score under ``strategy`` and estimated cost."""
+    check_strategy(strategy, unit)
+    out: list[Candidate] = []
+    key = "learning_loss" if strategy == "random" else strategy
+    for row in rows:
+        image_id = row["image_id"]
+        if state.is_fully_labelled(image_id):
+            continue
+        if unit == IMAGE_UNIT:
+            score = 0.0 if strategy == "random" else row[f"image_{key}"]
+            out.append(Candidate(image_id, -1, float(score), int(row["image_est_cost"])))
+            continue
+        done = state.labelled_regions(image_id)
+        scores = row[f"region_{strategy}"] if strategy != "random" else None
+        for region, cost in enumerate(row["region_est_cost"]):
+            if region in done:
+                continue
+            score = 0.0 if scores is None else scores[region]
+            if score is None or (isinstance(score, float) and math.isnan(score)):
+                score = -np.inf
+            out.append(Candidate(image_id, region, float(score), int(cost)))
+    return out
