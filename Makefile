@@ -13,12 +13,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on the embedded synthetic dataset.
+# The main job: the active-learning loop on the embedded synthetic dataset.
 demo: $(STAMP)
 	$(BIN)/alseg make-synthetic
-	$(BIN)/alseg superpixels
-	$(BIN)/alseg train --out data/runs/demo/model.pt
-	$(BIN)/alseg evaluate --checkpoint data/runs/demo/model.pt --json data/runs/demo/metrics.json
+	$(BIN)/alseg --no-progress run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -21,8 +21,15 @@ from scipy import ndimage
 from alseg_core import storage
 from alseg_core.datasets import cityscapes
 from alseg_core.datasets.labels import MAX_LABEL_ID, label_ids_to_train_ids
-from alseg_core.labels import ImageLabels, LabelState, load_state, mask_url, merge_masks, read_mask
-from alseg_core.labels import write_labelled_set
+from alseg_core.labels import (
+    ImageLabels,
+    LabelState,
+    load_state,
+    mask_url,
+    merge_masks,
+    read_mask,
+    write_labelled_set,
+)
 from alseg_core.types import IGNORE_INDEX, NUM_CLASSES
 
 REQUEST_FORMAT = "alseg-request/1"
@@ -32,7 +39,9 @@ DELIVERY_FORMAT = "alseg-delivery/1"
 # ----------------------------------------------------------------------------- components
 
 
-def component_map(label: np.ndarray, instances: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+def component_map(
+    label: np.ndarray, instances: np.ndarray | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Split a train-id map into countable instances.
 
     label     : (H, W) uint8 train ids; instances : (H, W) int32 Cityscapes instance ids
@@ -102,14 +111,22 @@ class Request:
         if data.get("format") != REQUEST_FORMAT:
             raise ValueError(f"{source}: not an alseg request (format {data.get('format')!r})")
         items = tuple(
-            RequestItem(i["image_id"], tuple(i["regions"]), bool(i["full_image"]), float(i["score"]), int(i["est_cost"]))
+            RequestItem(
+                i["image_id"],
+                tuple(i["regions"]),
+                bool(i["full_image"]),
+                float(i["score"]),
+                int(i["est_cost"]),
+            )
             for i in data["items"]
         )
         return cls(data["request_id"], int(data["round"]), data["unit"], data["strategy"], items)
 
 
 def make_request(round_: int, unit: str, strategy: str, items: Sequence[RequestItem]) -> Request:
-    digest = hashlib.sha1(repr((round_, unit, strategy, sorted(items, key=lambda i: i.image_id))).encode())
+    digest = hashlib.sha1(
+        repr((round_, unit, strategy, sorted(items, key=lambda i: i.image_id))).encode()
+    )
     return Request(f"r{round_}-{digest.hexdigest()[:12]}", round_, unit, strategy, tuple(items))
 
 
@@ -120,11 +137,15 @@ def load_request(directory: str) -> Request:
     return Request.from_json(storage.read_json(url), source=url)
 
 
-def requested_area(item: RequestItem, region_map: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+def requested_area(
+    item: RequestItem, region_map: np.ndarray | None, shape: tuple[int, int]
+) -> np.ndarray:
     if item.full_image:
         return np.ones(shape, bool)
     if region_map is None:
-        raise ValueError(f"request for image {item.image_id!r} names regions but no region map was given")
+        raise ValueError(
+            f"request for image {item.image_id!r} names regions but no region map was given"
+        )
     lut = np.zeros(int(region_map.max()) + 1, bool)
     lut[[r for r in item.regions if r < lut.size]] = True
     return lut[region_map]
@@ -190,8 +211,15 @@ def write_request(
             )
     table = pa.Table.from_pylist(
         [i.__dict__ | {"regions": list(i.regions)} for i in request.items],
-        schema=pa.schema([("image_id", pa.string()), ("regions", pa.list_(pa.int32())),
-                          ("full_image", pa.bool_()), ("score", pa.float64()), ("est_cost", pa.int64())]),
+        schema=pa.schema(
+            [
+                ("image_id", pa.string()),
+                ("regions", pa.list_(pa.int32())),
+                ("full_image", pa.bool_()),
+                ("score", pa.float64()),
+                ("est_cost", pa.int64()),
+            ]
+        ),
     )
     storage.write_parquet(storage.join(directory, "request.parquet"), table)
     storage.write_bytes(storage.join(directory, "request.csv"), buf.getvalue().encode())
@@ -240,7 +268,9 @@ def oracle_answer(
         if sample is None:
             raise ValueError(f"request {request.request_id}: unknown image id {item.image_id!r}")
         label = cityscapes.read_label(sample)
-        instances = cityscapes.read_instances(sample, shape=label.shape) if sample.instance_url else None
+        instances = (
+            cityscapes.read_instances(sample, shape=label.shape) if sample.instance_url else None
+        )
         comp, keys = component_map(label, instances)
         area = requested_area(item, region_maps.get(item.image_id), label.shape)
         touched = touched_components(comp, area)
@@ -250,9 +280,13 @@ def oracle_answer(
         reveal = lut[comp]  # comp == -1 indexes the last (False) entry
         mask = np.where(reveal, label, IGNORE_INDEX).astype(np.uint8)
         cost = len(touched_keys - state.instance_keys(item.image_id))
-        labels = ImageLabels(item.image_id, frozenset(item.regions), item.full_image, frozenset(touched_keys))
+        labels = ImageLabels(
+            item.image_id, frozenset(item.regions), item.full_image, frozenset(touched_keys)
+        )
         images.append(DeliveredImage(labels, mask, cost))
-    return Delivery(f"oracle-{request.request_id}", request.request_id, request.round, "oracle", tuple(images))
+    return Delivery(
+        f"oracle-{request.request_id}", request.request_id, request.round, "oracle", tuple(images)
+    )
 
 
 def write_delivery(directory: str, delivery: Delivery) -> None:
@@ -339,7 +373,9 @@ def read_delivery(
         if label_format == "label_ids" and meta is None:
             if mask.max() > MAX_LABEL_ID:
                 bad = sorted(int(v) for v in np.unique(mask) if v > MAX_LABEL_ID)
-                raise ValueError(f"{url}: label ids {bad[:10]} are outside the Cityscapes label table")
+                raise ValueError(
+                    f"{url}: label ids {bad[:10]} are outside the Cityscapes label table"
+                )
             mask = label_ids_to_train_ids(mask, source=url)
         bad = np.unique(mask[(mask >= NUM_CLASSES) & (mask != IGNORE_INDEX)])
         if bad.size:
@@ -358,12 +394,16 @@ def read_delivery(
             keys = frozenset()
             cost = len(component_map(mask)[1])
             if outside:
-                warnings.append(f"{url}: {outside} labelled pixels lie outside the requested regions")
+                warnings.append(
+                    f"{url}: {outside} labelled pixels lie outside the requested regions"
+                )
         labels = ImageLabels(item.image_id, frozenset(item.regions), item.full_image, keys)
         images.append(DeliveredImage(labels, mask, cost, outside))
     delivery_id = meta["delivery_id"] if meta else f"human-{digest.hexdigest()[:16]}"
     source = meta["source"] if meta else "human"
-    return Delivery(delivery_id, request.request_id, request.round, source, tuple(images), tuple(warnings))
+    return Delivery(
+        delivery_id, request.request_id, request.round, source, tuple(images), tuple(warnings)
+    )
 
 
 # ----------------------------------------------------------------------------- merge
@@ -394,5 +434,7 @@ def merge_delivery(labelled_in: str | None, delivery: Delivery, labelled_out: st
 def full_image_cost(sample: cityscapes.Sample) -> int:
     """Instances in the whole image: the cost of labelling it from scratch."""
     label = cityscapes.read_label(sample)
-    instances = cityscapes.read_instances(sample, shape=label.shape) if sample.instance_url else None
+    instances = (
+        cityscapes.read_instances(sample, shape=label.shape) if sample.instance_url else None
+    )
     return len(component_map(label, instances)[1])

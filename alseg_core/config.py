@@ -77,7 +77,9 @@ class ALConfig:
     """The active-learning experiment; budgets are in annotation cost units (instances)."""
 
     unit: str = "superpixel"  # or "image"
-    strategy: str = "mc_variance"  # random | softmax_entropy | mc_entropy | mc_variance | bald | learning_loss
+    strategy: str = (
+        "mc_variance"  # random | softmax_entropy | mc_entropy | mc_variance | bald | learning_loss
+    )
     rounds: int = 4  # acquisition rounds after the random seed round
     initial_images: int = 20  # the random seed set: whole images, the same for every strategy
     budget_per_round: int = 400

@@ -80,7 +80,9 @@ class LabelState:
         images = dict(self.images)
         additions = list(additions)
         for add in additions:
-            images[add.image_id] = images[add.image_id].union(add) if add.image_id in images else add
+            images[add.image_id] = (
+                images[add.image_id].union(add) if add.image_id in images else add
+            )
         entry = HistoryEntry(
             delivery_id, round_, int(cost), len(additions), sum(len(a.regions) for a in additions)
         )
@@ -105,9 +107,13 @@ class LabelState:
     def from_json(cls, data: Mapping, *, source: str = "state") -> LabelState:
         if not isinstance(data, Mapping) or data.get("format") != STATE_FORMAT:
             found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
-            raise ValueError(f"{source}: not a labelled set (format {found!r}, expected {STATE_FORMAT!r})")
+            raise ValueError(
+                f"{source}: not a labelled set (format {found!r}, expected {STATE_FORMAT!r})"
+            )
         images = {
-            i: ImageLabels(i, frozenset(e["regions"]), bool(e["full_image"]), frozenset(e["instance_keys"]))
+            i: ImageLabels(
+                i, frozenset(e["regions"]), bool(e["full_image"]), frozenset(e["instance_keys"])
+            )
             for i, e in data["images"].items()
         }
         history = tuple(HistoryEntry(**h) for h in data["history"])
@@ -140,13 +146,18 @@ def write_labelled_set(
     root: str, state: LabelState, masks: Mapping[str, np.ndarray], *, copy_from: str | None = None
 ) -> None:
     """Write a complete labelled set: ``masks`` plus masks of ``copy_from`` not in ``masks``."""
+
     def fill(target: str) -> None:
         for image_id in state.images:
             if image_id in masks:
                 storage.write_png(mask_url(target, image_id), masks[image_id])
             elif copy_from is not None and storage.exists(mask_url(copy_from, image_id)):
-                storage.write_bytes(mask_url(target, image_id), storage.read_bytes(mask_url(copy_from, image_id)))
-        storage.write_bytes(state_url(target), (json.dumps(state.to_json(), indent=1) + "\n").encode())
+                storage.write_bytes(
+                    mask_url(target, image_id), storage.read_bytes(mask_url(copy_from, image_id))
+                )
+        storage.write_bytes(
+            state_url(target), (json.dumps(state.to_json(), indent=1) + "\n").encode()
+        )
 
     if storage.is_remote(root):
         fill(root)  # state.json goes last: readers refuse a set without it

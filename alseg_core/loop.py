@@ -31,7 +31,15 @@ from alseg_core.steps import (
     step_train,
 )
 
-METRIC_FIELDS = ["round", "labelled_cost", "pct_full_cost", "n_images", "n_regions", "mIoU", "seconds"]
+METRIC_FIELDS = [
+    "round",
+    "labelled_cost",
+    "pct_full_cost",
+    "n_images",
+    "n_regions",
+    "mIoU",
+    "seconds",
+]
 
 
 def round_dir(cfg: Config, k: int) -> str:
@@ -48,7 +56,9 @@ def pool_full_cost(cfg: Config) -> int:
     return total
 
 
-def run_loop(cfg: Config, *, log: Callable[[str], None] = print, progress: bool = False) -> list[dict]:
+def run_loop(
+    cfg: Config, *, log: Callable[[str], None] = print, progress: bool = False
+) -> list[dict]:
     start = time.perf_counter()
     added = step_superpixels(cfg, progress=progress)
     n_pool = len(pool_samples(cfg))
@@ -89,8 +99,12 @@ def run_loop(cfg: Config, *, log: Callable[[str], None] = print, progress: bool 
         metrics_url = storage.join(rd, "metrics.json")
         if not storage.exists(metrics_url):
             step_train(
-                cfg, labelled, new_checkpoint,
-                init_from=checkpoint if cfg.al.finetune else None, progress=progress, log=None,
+                cfg,
+                labelled,
+                new_checkpoint,
+                init_from=checkpoint if cfg.al.finetune else None,
+                progress=progress,
+                log=None,
             )
             step_evaluate(cfg, new_checkpoint, metrics_url)
         checkpoint = new_checkpoint

@@ -30,8 +30,13 @@ def learning_curve(
         (line,) = ax.plot(xs, ys, marker="o", label=name)
         if bands and name in bands:
             std = bands[name]
-            ax.fill_between(xs, [y - s for y, s in zip(ys, std, strict=True)],
-                            [y + s for y, s in zip(ys, std, strict=True)], color=line.get_color(), alpha=0.2)
+            ax.fill_between(
+                xs,
+                [y - s for y, s in zip(ys, std, strict=True)],
+                [y + s for y, s in zip(ys, std, strict=True)],
+                color=line.get_color(),
+                alpha=0.2,
+            )
     if reference is not None:
         ax.axhline(reference, color="black", linestyle="--", label="full supervision")
     ax.set_xlabel(xlabel)

@@ -69,7 +69,12 @@ def _downsample(scores: np.ndarray, stride: int) -> np.ndarray:
     hh, ww = h // stride, w // stride
     if hh == 0 or ww == 0:
         return scores.astype(np.float16)
-    return scores[: hh * stride, : ww * stride].reshape(hh, stride, ww, stride).mean((1, 3)).astype(np.float16)
+    return (
+        scores[: hh * stride, : ww * stride]
+        .reshape(hh, stride, ww, stride)
+        .mean((1, 3))
+        .astype(np.float16)
+    )
 
 
 def score_pool(
@@ -93,7 +98,10 @@ def score_pool(
         out = mc_dropout_scores(
             model, x, passes=params.mc_passes, generator_seed=params.seed * 1_000_003 + batch_index
         )
-        out = {k: v.float().cpu().numpy() if k != "prediction" else v.cpu().numpy() for k, v in out.items()}
+        out = {
+            k: v.float().cpu().numpy() if k != "prediction" else v.cpu().numpy()
+            for k, v in out.items()
+        }
         ll = model.predicted_loss(x) if hasattr(model, "predicted_loss") else None
         for j, sample in enumerate(batch):
             pred = out["prediction"][j].astype(np.uint8)
@@ -123,8 +131,11 @@ def score_pool(
     bar.close()
     table = pa.Table.from_pylist(rows)
     return table.replace_schema_metadata(
-        {b"alseg_format": SCORES_FORMAT.encode(), b"heat_strategy": params.heat_strategy.encode(),
-         b"num_classes": str(NUM_CLASSES).encode()}
+        {
+            b"alseg_format": SCORES_FORMAT.encode(),
+            b"heat_strategy": params.heat_strategy.encode(),
+            b"num_classes": str(NUM_CLASSES).encode(),
+        }
     )
 
 
@@ -137,4 +148,8 @@ def read_scores(url: str) -> pa.Table:
 
 
 def heat_of(row: dict) -> np.ndarray:
-    return np.frombuffer(row["heat"], np.float16).reshape(row["heat_h"], row["heat_w"]).astype(np.float32)
+    return (
+        np.frombuffer(row["heat"], np.float16)
+        .reshape(row["heat_h"], row["heat_w"])
+        .astype(np.float32)
+    )

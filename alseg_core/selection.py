@@ -19,7 +19,10 @@ UNITS = (IMAGE_UNIT, SUPERPIXEL_UNIT)
 
 
 def region_means(
-    pixel_scores: np.ndarray, region_map: np.ndarray, *, n_regions: int | None = None,
+    pixel_scores: np.ndarray,
+    region_map: np.ndarray,
+    *,
+    n_regions: int | None = None,
     valid: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mean score per region id 0..n_regions-1 over ``valid`` pixels (NaN for none).
@@ -27,7 +30,9 @@ def region_means(
     pixel_scores : (H, W) float; region_map : (H, W) int; valid : (H, W) bool or None.
     """
     if pixel_scores.shape != region_map.shape:
-        raise ValueError(f"scores shape {pixel_scores.shape} != region map shape {region_map.shape}")
+        raise ValueError(
+            f"scores shape {pixel_scores.shape} != region map shape {region_map.shape}"
+        )
     n = int(region_map.max()) + 1 if n_regions is None else n_regions
     regions = region_map.ravel()
     scores = pixel_scores.ravel().astype(np.float64)

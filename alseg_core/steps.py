@@ -46,7 +46,9 @@ def superpixel_store(cfg: Config) -> SuperpixelStore:
 def step_superpixels(cfg: Config, *, progress: bool = False) -> int:
     samples = cityscapes.list_samples(cfg.data.root, cfg.data.pool_split, require_labels=False)
     return superpixel_store(cfg).update(
-        [(s.image_id, s.image_url) for s in samples], workers=cfg.superpixels.workers, progress=progress
+        [(s.image_id, s.image_url) for s in samples],
+        workers=cfg.superpixels.workers,
+        progress=progress,
     )
 
 
@@ -60,8 +62,13 @@ def labelled_items(cfg: Config, labelled: str) -> list[TrainItem]:
 
 
 def step_train(
-    cfg: Config, labelled: str, checkpoint: str, *, init_from: str | None = None,
-    progress: bool = False, log: Log | None = None,
+    cfg: Config,
+    labelled: str,
+    checkpoint: str,
+    *,
+    init_from: str | None = None,
+    progress: bool = False,
+    log: Log | None = None,
 ) -> TrainResult:
     """Train on the labelled set; ``al.train_steps`` optimiser steps (whole epochs)."""
     items = labelled_items(cfg, labelled)
@@ -70,9 +77,15 @@ def step_train(
     steps_per_epoch = -(-len(items) // cfg.train.batch_size)
     epochs = max(1, round(cfg.al.train_steps / steps_per_epoch))
     return train(
-        items, model_name=cfg.model.name, checkpoint_url=checkpoint,
-        cfg=replace(cfg.train, epochs=epochs), num_classes=cfg.model.num_classes,
-        dropout=cfg.model.dropout, init_from=init_from, progress=progress, log=log,
+        items,
+        model_name=cfg.model.name,
+        checkpoint_url=checkpoint,
+        cfg=replace(cfg.train, epochs=epochs),
+        num_classes=cfg.model.num_classes,
+        dropout=cfg.model.dropout,
+        init_from=init_from,
+        progress=progress,
+        log=log,
     )
 
 
@@ -88,7 +101,9 @@ def step_evaluate(cfg: Config, checkpoint: str, out_json: str | None = None) -> 
     return report
 
 
-def step_score(cfg: Config, checkpoint: str, labelled: str | None, out: str, *, progress: bool = False) -> int:
+def step_score(
+    cfg: Config, checkpoint: str, labelled: str | None, out: str, *, progress: bool = False
+) -> int:
     """Score every pool image that is not fully labelled; writes one Parquet file."""
     state = load_state(labelled)
     samples = [s for s in pool_samples(cfg).values() if not state.is_fully_labelled(s.image_id)]
@@ -105,9 +120,14 @@ def step_score(cfg: Config, checkpoint: str, labelled: str | None, out: str, *, 
         region_maps=store.read,
         labelled_masks=labelled_mask,
         params=ScoreParams(
-            mc_passes=cfg.al.mc_passes, batch_size=cfg.eval.batch_size,
-            heat_strategy=cfg.al.strategy if cfg.al.strategy not in ("random", "learning_loss") else "mc_variance",
-            heat_stride=cfg.al.heat_stride, device=cfg.train.device, seed=cfg.al.seed,
+            mc_passes=cfg.al.mc_passes,
+            batch_size=cfg.eval.batch_size,
+            heat_strategy=cfg.al.strategy
+            if cfg.al.strategy not in ("random", "learning_loss")
+            else "mc_variance",
+            heat_stride=cfg.al.heat_stride,
+            device=cfg.train.device,
+            seed=cfg.al.seed,
         ),
         progress=progress,
     )
@@ -115,7 +135,9 @@ def step_score(cfg: Config, checkpoint: str, labelled: str | None, out: str, *, 
     return table.num_rows
 
 
-def step_select(cfg: Config, round_: int, scores: str | None, labelled: str | None, out: str) -> dict:
+def step_select(
+    cfg: Config, round_: int, scores: str | None, labelled: str | None, out: str
+) -> dict:
     """Choose the round's units; round 0 is the random seed set of whole images."""
     state = load_state(labelled)
     rng = np.random.default_rng([cfg.al.seed, round_])
@@ -163,7 +185,11 @@ def step_request(cfg: Config, selection: str, scores: str | None, out_dir: str) 
     heatmaps = None
     if scores is not None:
         wanted = {i.image_id for i in request.items}
-        heatmaps = {r["image_id"]: heat_of(r) for r in read_scores(scores).to_pylist() if r["image_id"] in wanted}
+        heatmaps = {
+            r["image_id"]: heat_of(r)
+            for r in read_scores(scores).to_pylist()
+            if r["image_id"] in wanted
+        }
     write_request(out_dir, request, region_maps=region_maps, heatmaps=heatmaps)
     return request.request_id
 
@@ -179,8 +205,13 @@ def step_annotate(cfg: Config, request_dir: str, labelled: str | None, out_dir: 
 
 
 def step_merge(
-    cfg: Config, labelled_in: str | None, request_dir: str, delivery_dir: str, labelled_out: str,
-    *, label_format: str = "train_ids",
+    cfg: Config,
+    labelled_in: str | None,
+    request_dir: str,
+    delivery_dir: str,
+    labelled_out: str,
+    *,
+    label_format: str = "train_ids",
 ) -> tuple[int, list[str]]:
     """Validate the delivery against the request and write the merged labelled set.
 

@@ -223,8 +223,9 @@ def _paint_ground(s: _Scene) -> None:
         if rng.random() < 0.5:
             c.paint(strip, "wall", _jitter(rng, (125, 120, 130), 12), texture=6.0)
         else:
-            slats = (c.xx.astype(int) // 2 + c.yy.astype(int) // 2) % 3 > 0
-            c.paint(strip & slats, "fence", _jitter(rng, (150, 130, 120), 12), texture=6.0)
+            # A mesh: holes in a connected grid, so one fence stays one instance.
+            holes = ((c.xx.astype(int) // 2) % 3 == 0) & ((c.yy.astype(int) // 2) % 3 == 0)
+            c.paint(strip & ~holes, "fence", _jitter(rng, (150, 130, 120), 12), texture=6.0)
 
 
 def _paint_pole(s: _Scene, x: float, y: float) -> None:

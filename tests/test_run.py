@@ -1,0 +1,48 @@
+"""``alseg run`` end to end on a tiny synthetic pool, and its resumption."""
+
+from __future__ import annotations
+
+import csv
+
+from alseg_core import storage
+from alseg_core.cli import main
+from alseg_core.labels import load_state
+
+
+def test_run_writes_table_and_plot_and_resumes(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [
+        "--no-progress", "run", "--root", str(synthetic_root), "--store", str(tmp_path / "sp"),
+        "--out", str(out), "--rounds", "2", "--initial-images", "3", "--budget", "40",
+        "--train-steps", "4", "--mc-passes", "2", "--model", "drn_d_22",
+    ]  # fmt: skip
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    assert "round 0/2" in log and "round 2/2" in log and "mIoU" in log
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["round"]) for r in rows] == [0, 1, 2]
+    costs = [int(r["labelled_cost"]) for r in rows]
+    assert costs[0] < costs[1] < costs[2]
+    assert all(0 < float(r["pct_full_cost"]) <= 100 for r in rows)
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    # each round's labelled set is a superset of the previous one's
+    states = [load_state(str(out / f"round_{k:02d}" / "labelled")) for k in range(3)]
+    for before, after in zip(states, states[1:], strict=False):
+        for image_id, labels in before.images.items():
+            assert labels.regions <= after.images[image_id].regions
+        assert set(before.images) <= set(after.images)
+    # request files for annotators
+    request = out / "round_01" / "request"
+    assert (request / "request.csv").exists() and any((request / "preannotations").iterdir())
+    assert any((request / "heatmaps").iterdir())
+    # a second run finds every round done and recomputes nothing
+    mtime = (out / "round_02" / "model.pt").stat().st_mtime
+    assert main(args) == 0
+    assert (out / "round_02" / "model.pt").stat().st_mtime == mtime
+    again = list(csv.DictReader(open(out / "metrics.csv")))
+
+    def without_time(table):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in table]
+
+    assert without_time(again) == without_time(rows)
+    assert storage.exists(str(out / "full_cost.json"))

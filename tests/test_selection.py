@@ -1,0 +1,74 @@
+"""Aggregation per region, selection under budget, never re-selecting labelled units."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alseg_core.labels import ImageLabels, LabelState
+from alseg_core.scoring import estimate_costs
+from alseg_core.selection import Candidate, region_means, select_under_budget
+from alseg_core.strategy import candidates
+
+
+def test_region_means_equal_a_direct_loop():
+    rng = np.random.default_rng(0)
+    regions = rng.integers(0, 7, (9, 11))
+    scores = rng.random((9, 11))
+    valid = rng.random((9, 11)) > 0.2
+    got = region_means(scores, regions, n_regions=8, valid=valid)
+    for r in range(8):
+        sel = (regions == r) & valid
+        if sel.any():
+            assert got[r] == pytest.approx(scores[sel].mean())
+        else:
+            assert np.isnan(got[r])  # region 7 does not occur
+
+
+def test_budget_is_respected_and_cheaper_units_fill_it():
+    cands = [Candidate("a", 0, 0.9, 5), Candidate("a", 1, 0.8, 4), Candidate("b", 0, 0.7, 2),
+             Candidate("b", 1, 0.1, 1)]  # fmt: skip
+    chosen = select_under_budget(cands, 8)
+    # 0.9 (5) fits, 0.8 (4) would make 9 > 8 and is skipped, 0.7 (2) fits, 0.1 (1) fits
+    assert [(c.image_id, c.region) for c in chosen.candidates] == [("a", 0), ("b", 0), ("b", 1)]
+    assert chosen.spent == 8 <= chosen.budget
+
+
+def test_zero_cost_estimates_still_use_budget():
+    cands = [Candidate("a", r, 1.0, 0) for r in range(10)]
+    assert len(select_under_budget(cands, 3).candidates) == 3
+
+
+def test_random_selection_is_seeded():
+    cands = [Candidate(f"img{i}", r, 0.0, 1) for i in range(5) for r in range(4)]
+    a = select_under_budget(cands, 6, rng=np.random.default_rng([0, 1]))
+    b = select_under_budget(list(reversed(cands)), 6, rng=np.random.default_rng([0, 1]))
+    c = select_under_budget(cands, 6, rng=np.random.default_rng([1, 1]))
+    assert a.candidates == b.candidates and a.candidates != c.candidates
+
+
+def test_labelled_units_are_never_candidates():
+    row = {
+        "image_id": "x", "image_est_cost": 3, "region_est_cost": [1, 1, 1],
+        "image_mc_variance": 0.5, "region_mc_variance": [0.9, 0.8, 0.1],
+    }  # fmt: skip
+    state = LabelState({"x": ImageLabels("x", frozenset({0}))})
+    cands = candidates([row], state, unit="superpixel", strategy="mc_variance")
+    assert [c.region for c in cands] == [1, 2]
+    chosen = select_under_budget(cands, 10)
+    assert 0 not in [c.region for c in chosen.candidates]
+    full = LabelState({"x": ImageLabels("x", full_image=True)})
+    assert candidates([row], full, unit="image", strategy="mc_variance") == []
+    assert candidates([row], full, unit="superpixel", strategy="mc_variance") == []
+
+
+def test_estimated_costs_from_prediction():
+    pred = np.array([[0, 0, 13, 13], [0, 0, 13, 13], [10, 10, 0, 0]], np.uint8)
+    regions = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2]])
+    # components: road top-left, car, sky, road bottom-right -> 4
+    image_cost, region_costs = estimate_costs(pred, regions, None)
+    assert image_cost == 4 and region_costs.tolist() == [1, 1, 2]
+    labelled = np.zeros(pred.shape, bool)
+    labelled[0, 2] = True  # the car is already labelled
+    image_cost, region_costs = estimate_costs(pred, regions, labelled)
+    assert image_cost == 3 and region_costs.tolist() == [1, 0, 2]

@@ -1,0 +1,102 @@
+"""Scorers on hand-computable probabilities; streaming MC equals keeping all passes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from alseg_core.models import build_model
+from alseg_core.uncertainty import (
+    MCAccumulator,
+    bald,
+    entropy,
+    mc_dropout_scores,
+    mc_variance,
+)
+
+
+def _px(*probs):
+    """Probabilities of one pixel -> (1, C, 1, 1)."""
+    return torch.tensor(probs, dtype=torch.float64).view(1, -1, 1, 1)
+
+
+def test_entropy_uniform_and_certain():
+    assert entropy(_px(0.25, 0.25, 0.25, 0.25)).item() == pytest.approx(math.log(4))
+    assert entropy(_px(1.0, 0.0, 0.0)).item() == pytest.approx(0.0)
+    assert entropy(_px(0.5, 0.5)).item() == pytest.approx(math.log(2))
+
+
+def test_two_disagreeing_certain_passes():
+    acc = MCAccumulator()
+    acc.update(_px(1.0, 0.0))
+    acc.update(_px(0.0, 1.0))
+    s = acc.scores()
+    # mean = (.5, .5): entropy of mean ln 2; each pass has entropy 0 -> BALD = ln 2;
+    # per-class variance = E[p²] - E[p]² = .5 - .25 = .25 for both classes.
+    assert s["mc_entropy"].item() == pytest.approx(math.log(2))
+    assert s["bald"].item() == pytest.approx(math.log(2))
+    assert s["mc_variance"].item() == pytest.approx(0.25)
+
+
+def test_agreeing_uncertain_passes_have_no_mutual_information():
+    acc = MCAccumulator()
+    for _ in range(3):
+        acc.update(_px(0.5, 0.5))
+    s = acc.scores()
+    assert s["mc_entropy"].item() == pytest.approx(math.log(2))
+    assert s["bald"].item() == pytest.approx(0.0, abs=1e-12)
+    assert s["mc_variance"].item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_hand_case_three_classes():
+    p1, p2 = (0.6, 0.3, 0.1), (0.2, 0.5, 0.3)
+    acc = MCAccumulator()
+    acc.update(_px(*p1))
+    acc.update(_px(*p2))
+    mean = [(a + b) / 2 for a, b in zip(p1, p2, strict=True)]
+    var = [((a - m) ** 2 + (b - m) ** 2) / 2 for a, b, m in zip(p1, p2, mean, strict=True)]
+
+    def h(p):
+        return -sum(x * math.log(x) for x in p)
+
+    s = acc.scores()
+    assert s["mc_variance"].item() == pytest.approx(sum(var) / 3)
+    assert s["mc_entropy"].item() == pytest.approx(h(mean))
+    assert s["bald"].item() == pytest.approx(h(mean) - (h(p1) + h(p2)) / 2)
+
+
+def test_streaming_equals_keeping_all_passes():
+    g = torch.Generator().manual_seed(0)
+    passes = torch.softmax(torch.randn(7, 2, 5, 3, 4, generator=g, dtype=torch.float64), dim=2)
+    acc = MCAccumulator()
+    for p in passes:
+        acc.update(p)
+    s = acc.scores()
+    mean = passes.mean(0)
+    torch.testing.assert_close(s["mc_variance"], passes.var(0, unbiased=False).mean(1))
+    torch.testing.assert_close(s["mc_entropy"], entropy(mean))
+    torch.testing.assert_close(
+        s["bald"], entropy(mean) - torch.stack([entropy(p) for p in passes]).mean(0)
+    )
+    torch.testing.assert_close(mc_variance(mean, (passes**2).mean(0)), s["mc_variance"])
+    torch.testing.assert_close(
+        bald(mean, torch.stack([entropy(p) for p in passes]).mean(0)), s["bald"]
+    )
+
+
+def test_mc_dropout_runs_the_trunk_once_and_the_head_d_times():
+    torch.manual_seed(0)
+    model = build_model("drn_d_22", num_classes=4)
+    calls = {"trunk": 0, "head": 0}
+    model.trunk.register_forward_hook(lambda *a: calls.__setitem__("trunk", calls["trunk"] + 1))
+    model.head.register_forward_hook(lambda *a: calls.__setitem__("head", calls["head"] + 1))
+    out = mc_dropout_scores(model, torch.randn(2, 3, 32, 32), passes=5, generator_seed=0)
+    assert calls == {"trunk": 1, "head": 6}  # 1 deterministic + 5 dropout passes
+    for key in ("softmax_entropy", "mc_entropy", "mc_variance", "bald"):
+        assert out[key].shape == (2, 32, 32) and (out[key] >= 0).all()
+    assert out["mc_variance"].max() > 0  # dropout made the passes differ
+    assert not model.head.dropout.training  # left in eval mode
+    with pytest.raises(ValueError, match="passes >= 1"):
+        mc_dropout_scores(model, torch.randn(1, 3, 8, 8), passes=0)
