@@ -317,7 +317,6 @@ def read_delivery(
     request: Request,
     samples: Mapping[str, cityscapes.Sample],
     region_maps: Mapping[str, np.ndarray],
-    state: LabelState,
     *,
     label_format: str = "train_ids",
 ) -> Delivery:

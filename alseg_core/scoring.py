@@ -102,7 +102,10 @@ def score_pool(
             k: v.float().cpu().numpy() if k != "prediction" else v.cpu().numpy()
             for k, v in out.items()
         }
-        ll = model.predicted_loss(x) if hasattr(model, "predicted_loss") else None
+        ll = None
+        if model.loss_module is not None:
+            with torch.no_grad():
+                ll = model.forward_with_loss_prediction(x)[1].float().cpu().numpy()
         for j, sample in enumerate(batch):
             pred = out["prediction"][j].astype(np.uint8)
             valid = pred != IGNORE_INDEX

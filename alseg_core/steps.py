@@ -84,6 +84,7 @@ def step_train(
         num_classes=cfg.model.num_classes,
         dropout=cfg.model.dropout,
         init_from=init_from,
+        learning_loss=cfg.al.strategy == "learning_loss",
         progress=progress,
         log=log,
     )
@@ -223,7 +224,7 @@ def step_merge(
     region_maps = {i.image_id: store.read(i.image_id) for i in request.items if not i.full_image}
     state = load_state(labelled_in)
     delivery = read_delivery(
-        delivery_dir, request, pool_samples(cfg), region_maps, state, label_format=label_format
+        delivery_dir, request, pool_samples(cfg), region_maps, label_format=label_format
     )
     before = state.total_cost
     new_state = merge_delivery(labelled_in, delivery, labelled_out)

@@ -135,6 +135,7 @@ def checkpoint_state(
         "model_name": model.name,
         "num_classes": model.num_classes,
         "dropout": dropout,
+        "learning_loss": model.loss_module is not None,
         "epoch": epoch,
         "train_config": _config_dict(cfg) if cfg else None,
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -163,12 +164,31 @@ def load_model(
         raise ValueError(f"{url}: checkpoint is for model {name!r}, expected {model_name!r}")
     if num_classes is not None and classes != num_classes:
         raise ValueError(f"{url}: checkpoint has {classes} classes, expected {num_classes}")
-    model = build_model(name, num_classes=classes, dropout=float(state.get("dropout", 0.5)))
+    model = build_model(
+        name,
+        num_classes=classes,
+        dropout=float(state.get("dropout", 0.5)),
+        learning_loss=bool(state.get("learning_loss", False)),
+    )
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as err:
         raise ValueError(f"{url}: weights do not fit model {name!r} ({err})") from err
     return model
+
+
+def _loss(model: SegmentationModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over labelled pixels (+ the learning-loss ranking term when present)."""
+    if model.loss_module is None:
+        return F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
+    from alseg_core.models.learning_loss import margin_ranking_loss
+
+    logits, predicted = model.forward_with_loss_prediction(x)
+    pixel = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="none")
+    labelled = (y != IGNORE_INDEX).float()
+    per_image = (pixel * labelled).sum((1, 2)) / labelled.sum((1, 2)).clamp_min(1.0)
+    segmentation = (pixel * labelled).sum() / labelled.sum()
+    return segmentation + margin_ranking_loss(predicted, per_image)
 
 
 def _log(message: str) -> None:
@@ -184,6 +204,7 @@ def train(
     num_classes: int = 19,
     dropout: float = 0.5,
     init_from: str | None = None,
+    learning_loss: bool = False,
     resume: bool = True,
     progress: bool = True,
     log: Callable[[str], None] | None = _log,
@@ -204,11 +225,13 @@ def train(
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    model = build_model(model_name, num_classes=num_classes, dropout=dropout)
+    model = build_model(
+        model_name, num_classes=num_classes, dropout=dropout, learning_loss=learning_loss
+    )
     if init_from:
-        model.load_state_dict(
-            load_model(init_from, model_name=model_name, num_classes=num_classes).state_dict()
-        )
+        init = load_model(init_from, model_name=model_name, num_classes=num_classes)
+        # strict=False: a loss-prediction module may be present on one side only.
+        model.load_state_dict(init.state_dict(), strict=False)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     first_epoch = 0
@@ -255,7 +278,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * (1 - global_step / total_steps) ** 0.9
             x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
+            loss = _loss(model, x, y)
             if not torch.isfinite(loss):
                 # A batch without any labelled pixel gives NaN: skip it, it carries no signal.
                 continue

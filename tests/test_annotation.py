@@ -108,7 +108,7 @@ def _human_delivery(tmp_path, request, samples, maps, mask, name=IMG):
     req_dir, deliv = str(tmp_path / "req"), str(tmp_path / "human")
     write_request(req_dir, request, region_maps=maps)
     storage.write_png(f"{deliv}/{name}.png", mask)
-    return read_delivery(deliv, request, samples, maps, LabelState())
+    return read_delivery(deliv, request, samples, maps)
 
 
 def test_human_delivery_is_accepted_and_outside_labels_reported(scene, tmp_path):
@@ -150,12 +150,12 @@ def test_oracle_delivery_round_trips_through_files(scene, tmp_path):
     request = _request(1, [0])
     delivery = oracle_answer(request, samples, maps, LabelState())
     write_delivery(str(tmp_path / "d"), delivery)
-    again = read_delivery(str(tmp_path / "d"), request, samples, maps, LabelState())
+    again = read_delivery(str(tmp_path / "d"), request, samples, maps)
     assert again.delivery_id == delivery.delivery_id and again.cost == 3
     np.testing.assert_array_equal(again.images[0].mask, delivery.images[0].mask)
     other = _request(2, [1])
     with pytest.raises(ValueError, match="delivery answers request"):
-        read_delivery(str(tmp_path / "d"), other, samples, maps, LabelState())
+        read_delivery(str(tmp_path / "d"), other, samples, maps)
 
 
 def test_request_files(scene, tmp_path):

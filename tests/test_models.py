@@ -64,3 +64,18 @@ def test_registry_refuses_duplicate_names():
 def test_bad_dropout_is_an_error():
     with pytest.raises(ValueError, match="dropout"):
         build_model("drn_d_22", dropout=1.5)
+
+
+def test_learning_loss_module_ranks_and_round_trips(tmp_path):
+    from alseg_core.models.learning_loss import margin_ranking_loss
+
+    # hand case: targets (3, 1) vs predictions (0, 5): wrong order -> relu(5 + 1) = 6
+    loss = margin_ranking_loss(torch.tensor([0.0, 5.0]), torch.tensor([3.0, 1.0]))
+    assert loss.item() == pytest.approx(6.0)
+    right = margin_ranking_loss(torch.tensor([5.0, 0.0]), torch.tensor([3.0, 1.0]))
+    assert right.item() == 0.0  # right order with margin > 1
+    for name in ("drn_d_22", "lraspp_mobilenet_v3_large"):
+        model = build_model(name, num_classes=3, learning_loss=True).eval()
+        logits, predicted = model.forward_with_loss_prediction(torch.randn(2, 3, 64, 64))
+        assert logits.shape == (2, 3, 64, 64) and predicted.shape == (2,)
+    assert build_model("drn_d_22").loss_module is None

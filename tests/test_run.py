@@ -46,3 +46,23 @@ def test_run_writes_table_and_plot_and_resumes(synthetic_root, tmp_path, capsys)
 
     assert without_time(again) == without_time(rows)
     assert storage.exists(str(out / "full_cost.json"))
+
+
+def test_run_image_unit_with_learning_loss(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "run_ll"
+    args = [
+        "--no-progress", "run", "--root", str(synthetic_root), "--store", str(tmp_path / "sp"),
+        "--out", str(out), "--rounds", "1", "--initial-images", "4", "--budget", "60",
+        "--train-steps", "3", "--mc-passes", "2", "--model", "drn_d_22",
+        "--unit", "image", "--strategy", "learning_loss",
+    ]  # fmt: skip
+    assert main(args) == 0
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert int(rows[1]["labelled_cost"]) > int(rows[0]["labelled_cost"])
+    assert int(rows[1]["n_images"]) > int(rows[0]["n_images"])  # whole new images
+    import pyarrow.parquet as pq
+
+    scores = pq.read_table(out / "round_01" / "scores.parquet").column("image_learning_loss")
+    assert all(v == v for v in scores.to_pylist())  # predicted, not NaN
+    state = load_state(str(out / "round_01" / "labelled"))
+    assert all(e.full_image for e in state.images.values())

@@ -49,9 +49,29 @@ class SegmentationModel(nn.Module):
         self.num_classes = num_classes
         self.trunk = trunk
         self.head = head
+        self.loss_module: nn.Module | None = None
+        self.loss_taps: tuple[str, ...] = ()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(images), tuple(images.shape[-2:]))
+
+    def forward_with_loss_prediction(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, (N,) predicted loss) — needs a model built with ``learning_loss=True``."""
+        from alseg_core.models.learning_loss import TapRecorder
+
+        if self.loss_module is None:
+            raise ValueError(f"model {self.name!r} was built without a loss-prediction module")
+        recorder = TapRecorder(self.trunk, self.loss_taps) if self.loss_taps else None
+        try:
+            features = self.trunk(images)
+            taps = recorder.take() if recorder else list(features)
+        finally:
+            for handle in recorder.handles if recorder else ():
+                handle.remove()
+        logits = self.head(features, tuple(images.shape[-2:]))
+        return logits, self.loss_module(taps)
 
     def eval_trunk_train_head(self) -> SegmentationModel:
         """BatchNorm frozen (eval) everywhere, dropout active in the head: MC-dropout mode."""
@@ -76,10 +96,30 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     return deco
 
 
-def build_model(name: str, *, num_classes: int = 19, dropout: float = 0.5) -> SegmentationModel:
-    """Build a registered model with random weights (nothing is downloaded)."""
+def build_model(
+    name: str, *, num_classes: int = 19, dropout: float = 0.5, learning_loss: bool = False
+) -> SegmentationModel:
+    """Build a registered model with random weights (nothing is downloaded).
+
+    learning_loss : attach a loss-prediction module (Yoo & Kweon 2019) to the trunk.
+    """
     if name not in MODEL_REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {sorted(MODEL_REGISTRY)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    return MODEL_REGISTRY[name](num_classes=num_classes, dropout=dropout)
+    model = MODEL_REGISTRY[name](num_classes=num_classes, dropout=dropout)
+    if learning_loss:
+        from alseg_core.models.learning_loss import LOSS_TAPS, LossPredictionModule, TapRecorder
+
+        model.loss_taps = LOSS_TAPS.get(name, ())
+        recorder = TapRecorder(model.trunk, model.loss_taps) if model.loss_taps else None
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            features = model.trunk(torch.zeros(1, 3, 64, 64))
+        taps = recorder.take() if recorder else list(features)
+        for handle in recorder.handles if recorder else ():
+            handle.remove()
+        model.train(was_training)
+        model.loss_module = LossPredictionModule([t.shape[1] for t in taps])
+    return model
