@@ -24,6 +24,13 @@ def _opt(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs: Any) ->
     parser.add_argument(flag, dest=_PREFIX + key.replace(".", "__"), default=None, **kwargs)
 
 
+def _round_arg(text: str) -> int:
+    value = text[1:] if text.startswith("r") else text
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"round must be r<k> or <k>, got {text!r}")
+    return int(value)
+
+
 def _config(args: argparse.Namespace) -> Config:
     params = args.params
     if params is None and os.path.exists("params.yaml"):
@@ -55,21 +62,20 @@ def cmd_make_synthetic(args: argparse.Namespace) -> None:
 
 
 def cmd_superpixels(args: argparse.Namespace) -> None:
-    from alseg_core.datasets import cityscapes
-    from alseg_core.superpixels import SuperpixelStore
+    from alseg_core.steps import step_superpixels
 
     cfg = _config(args)
-    split = args.split or cfg.data.pool_split
-    samples = cityscapes.list_samples(cfg.data.root, split, require_labels=False)
-    store = SuperpixelStore(cfg.superpixels.store, cfg.superpixels.params())
     start = time.perf_counter()
-    added = store.update(
-        [(s.image_id, s.image_url) for s in samples],
-        workers=cfg.superpixels.workers,
-        progress=not args.no_progress,
-    )
+    added, total = step_superpixels(cfg, split=args.split, progress=not args.no_progress)
+    if args.manifest:
+        from alseg_core import storage
+
+        storage.write_json(
+            args.manifest,
+            {"store": cfg.superpixels.store, "images": total, **cfg.superpixels.params().__dict__},
+        )
     print(
-        f"superpixels: {added} new images computed, {len(samples) - added} already stored "
+        f"superpixels: {added} new images computed, {total - added} already stored "
         f"({cfg.superpixels.method}, {cfg.superpixels.n_regions} regions) in "
         f"{time.perf_counter() - start:.1f}s -> {cfg.superpixels.store}"
     )
@@ -80,26 +86,35 @@ def cmd_train(args: argparse.Namespace) -> None:
     from alseg_core.training import items_from_samples, train
 
     cfg = _config(args)
-    split = args.split or cfg.data.pool_split
-    samples = cityscapes.list_samples(cfg.data.root, split)
-    if args.limit:
-        samples = samples[: args.limit]
-    result = train(
-        items_from_samples(samples),
-        model_name=cfg.model.name,
-        checkpoint_url=args.out,
-        cfg=cfg.train,
-        num_classes=cfg.model.num_classes,
-        dropout=cfg.model.dropout,
-        init_from=args.init_from,
-        resume=not args.no_resume,
-        progress=not args.no_progress,
-    )
+    if args.labelled:
+        from alseg_core.steps import labelled_items, step_train
+
+        n_images = len(labelled_items(cfg, args.labelled))
+        result = step_train(
+            cfg, args.labelled, args.out, init_from=args.init_from, progress=not args.no_progress
+        )
+    else:
+        split = args.split or cfg.data.pool_split
+        samples = cityscapes.list_samples(cfg.data.root, split)
+        if args.limit:
+            samples = samples[: args.limit]
+        n_images = len(samples)
+        result = train(
+            items_from_samples(samples),
+            model_name=cfg.model.name,
+            checkpoint_url=args.out,
+            cfg=cfg.train,
+            num_classes=cfg.model.num_classes,
+            dropout=cfg.model.dropout,
+            init_from=args.init_from,
+            resume=not args.no_resume,
+            progress=not args.no_progress,
+        )
     resumed = (
         f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
     )
     print(
-        f"trained {cfg.model.name} on {len(samples)} images: {result.epochs_run} epochs "
+        f"trained {cfg.model.name} on {n_images} images: {result.epochs_run} epochs "
         f"in {result.seconds:.1f}s{resumed}, final loss {result.final_loss:.4f} -> {args.out}"
     )
 
@@ -162,6 +177,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         report["source"] = args.checkpoint or args.predictions
         report["split"] = split
         report["n_images"] = len(samples)
+        if args.labelled:
+            from alseg_core.labels import load_state
+
+            state = load_state(args.labelled)
+            report["labelled_cost"] = state.total_cost
+            report["labelled_images"] = len(state.images)
         storage.write_json(args.json, report)
         print(f"wrote {args.json}")
 
@@ -199,8 +220,8 @@ def cmd_annotate(args: argparse.Namespace) -> None:
     from alseg_core.steps import step_annotate
 
     cfg = _config(args)
-    cost = step_annotate(cfg, args.request, args.labelled, args.out)
-    print(f"oracle answered {args.request}: true cost {cost} -> {args.out}")
+    cost = step_annotate(cfg, args.request, args.labelled, args.out, inbox=args.inbox)
+    print(f"{cfg.al.annotator} labels for {args.request}: cost {cost} -> {args.out}")
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
@@ -213,6 +234,22 @@ def cmd_merge(args: argparse.Namespace) -> None:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"merged {args.delivery}: charged {charged} -> {args.out}")
+
+
+def cmd_round_add(args: argparse.Namespace) -> None:
+    from alseg_core.config import add_round
+
+    path = args.params or "params.yaml"
+    new = add_round(path)
+    print(f"added round {new.k} (after round {new.prev}) to {path}")
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    from alseg_core.loop import publish_round
+
+    cfg = _config(args)
+    rows = publish_round(cfg, args.round, args.metrics, args.labelled, args.previous, args.out)
+    print(f"round {args.round}: learning curve with {len(rows)} points -> {args.out}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -261,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "--root", "data.root")
     p.add_argument("--split", default=None, help="split to process (default: data.pool_split)")
     _opt(p, "--store", "superpixels.store", help="Parquet store directory (path or s3:// URL)")
+    p.add_argument("--manifest", default=None, help="also write a JSON summary here (DVC out)")
     _opt(p, "--method", "superpixels.method", choices=["watershed", "slic"])
     _opt(p, "--n-regions", "superpixels.n_regions", type=int)
     _opt(p, "--compactness", "superpixels.compactness", type=float)
@@ -273,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None, help="checkpoint whose weights start training")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out exists")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    p.add_argument(
+        "--labelled",
+        default=None,
+        help="train on this labelled set (partial labels, al.train_steps steps) instead of a split",
+    )
     _opt(p, "--model", "model.name")
     _opt(p, "--dropout", "model.dropout", type=float)
     _opt(p, "--epochs", "train.epochs", type=int)
@@ -298,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (dropout off)")
     p.add_argument("--predictions", default=None, help="folder of label-id PNGs from any model")
     p.add_argument("--json", default=None, help="also write the scores as JSON here")
+    p.add_argument("--labelled", default=None, help="labelled set the model was trained on")
     _opt(p, "--device", "train.device")
 
     def al_options(p: argparse.ArgumentParser) -> None:
@@ -317,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("select", cmd_select, "choose the round's images or superpixels under the cost budget")
     al_options(p)
-    p.add_argument("--round", type=int, required=True, help="0 = the random seed set")
+    p.add_argument("--round", type=_round_arg, required=True, help="r<k> or k; 0 = the seed set")
     p.add_argument("--scores", default=None, help="scores Parquet (rounds >= 1)")
     p.add_argument("--labelled", default=None)
     p.add_argument("--out", required=True, help="selection JSON to write")
@@ -334,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request", required=True, help="request folder")
     p.add_argument("--labelled", default=None, help="labelled set before this round")
     p.add_argument("--out", required=True, help="delivery folder to write")
+    p.add_argument("--inbox", default=None, help="folder of delivered masks (al.annotator human)")
+    _opt(p, "--annotator", "al.annotator", choices=["oracle", "human"])
 
     p = add("merge", cmd_merge, "validate a delivery against its request and merge it")
     al_options(p)
@@ -342,6 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delivery", required=True, help="oracle delivery, or a folder of PNG masks")
     p.add_argument("--label-format", default="train_ids", choices=["train_ids", "label_ids"])
     p.add_argument("--out", required=True, help="labelled set folder to write")
+
+    p = add("round", cmd_round_add, "extend params.yaml's rounds list by one round")
+    p.add_argument("action", choices=["add"])
+
+    p = add("publish", cmd_publish, "append a round to the learning-curve table and plot")
+    p.add_argument("--round", type=_round_arg, required=True, help="r<k> or k")
+    p.add_argument("--metrics", default=None, help="the round's metrics JSON (from evaluate)")
+    p.add_argument("--labelled", default=None, help="labelled set the model was trained on")
+    p.add_argument("--previous", default=None, help="previous round's publish folder")
+    p.add_argument("--out", required=True, help="folder for curve.csv and learning_curve.png")
 
     p = add("run", cmd_run, "the whole active-learning loop: rounds of train/score/select/label")
     al_options(p)

@@ -31,7 +31,7 @@ class DataConfig:
 class SuperpixelConfig:
     method: str = "watershed"
     n_regions: int = 100
-    compactness: float = 1e-3
+    compactness: float = 0.01  # suits the embedded 128x256 data; 1e-3 at 1024x2048
     store: str = "data/superpixels"
     workers: int = 0  # 0 = all cores
 
@@ -84,11 +84,14 @@ class ALConfig:
     initial_images: int = 20  # the random seed set: whole images, the same for every strategy
     budget_per_round: int = 400
     mc_passes: int = 10
-    train_steps: int = 250  # optimiser steps per round (epochs follow from the labelled set size)
+    train_steps: int = 200  # optimiser steps per round (epochs follow from the labelled set size)
     finetune: bool = True  # start each round from the previous round's weights
     seed: int = 0
     heat_stride: int = 4
     out: str = "data/runs/al"
+    annotator: str = "oracle"  # or "human": labels come from a delivery folder
+    label_format: str = "train_ids"  # human deliveries: train_ids or label_ids
+    export: str = "data/exports"  # where requests for humans go (path or s3:// URL)
 
     def __post_init__(self) -> None:
         from alseg_core.strategy import check_strategy
@@ -99,8 +102,57 @@ class ALConfig:
                 raise ValueError(f"al.{name} must be >= 1, got {getattr(self, name)}")
         if self.budget_per_round < 0:
             raise ValueError(f"al.budget_per_round must be >= 0, got {self.budget_per_round}")
+        if self.annotator not in ("oracle", "human"):
+            raise ValueError(f"al.annotator must be 'oracle' or 'human', got {self.annotator!r}")
+        if self.label_format not in ("train_ids", "label_ids"):
+            raise ValueError(
+                f"al.label_format must be 'train_ids' or 'label_ids', got {self.label_format!r}"
+            )
         if self.mc_passes < 1:
             raise ValueError(f"al.mc_passes (D) must be >= 1, got {self.mc_passes}")
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """One pipeline round; ``prev`` names the round whose labelled set it starts from."""
+
+    k: int
+    prev: int
+
+
+def round_name(k: int) -> str:
+    return f"r{k}"
+
+
+def _round_number(name: Any, where: str) -> int:
+    if not isinstance(name, str) or not name.startswith("r") or not name[1:].isdigit():
+        raise ValueError(f"{where}: round names are r<k> (r0 is the seed round), got {name!r}")
+    return int(name[1:])
+
+
+def _build_rounds(values: Any, source: str) -> tuple[RoundSpec, ...]:
+    """``rounds: {r1: {prev: r0}, r2: {prev: r1}}`` -> RoundSpecs, each after its previous."""
+    if values is None:
+        return ()
+    if not isinstance(values, dict):
+        raise ValueError(f"{source}: 'rounds' must map r<k> to {{prev: r<j>}}, got {values!r}")
+    rounds: list[RoundSpec] = []
+    known = {0}  # r0 is the random seed round
+    for name, entry in values.items():
+        k = _round_number(name, f"{source}: rounds")
+        if not isinstance(entry, dict) or set(entry) != {"prev"}:
+            raise ValueError(f"{source}: rounds.{name} must be {{prev: r<j>}}, got {entry!r}")
+        prev = _round_number(entry["prev"], f"{source}: rounds.{name}.prev")
+        if k < 1 or k in known:
+            raise ValueError(f"{source}: rounds.{name}: round numbers must be new and >= 1")
+        if prev not in known:
+            raise ValueError(
+                f"{source}: rounds.{name} names previous round r{prev}, which is not listed "
+                "before it (r0 is the seed round)"
+            )
+        known.add(k)
+        rounds.append(RoundSpec(k, prev))
+    return tuple(rounds)
 
 
 @dataclass(frozen=True)
@@ -112,6 +164,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     al: ALConfig = field(default_factory=ALConfig)
+    rounds: tuple[RoundSpec, ...] = ()  # the pipeline's rounds after the seed round (dvc.yaml)
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -181,6 +234,9 @@ def config_from_dict(raw: Any, *, source: str = "params") -> Config:
         if name not in sections:
             known = ", ".join(sorted(sections))
             raise ValueError(f"{source}: unknown section {name!r} (known sections: {known})")
+        if name == "rounds":
+            built[name] = _build_rounds(value, source)
+            continue
         built[name] = _build_section(hints[name], value, name, source)
     return Config(**built)
 
@@ -206,3 +262,33 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Co
         sec = raw.setdefault(section, {}) or {}
         raw[section] = {**sec, key: value}
     return config_from_dict(raw, source=source)
+
+
+def add_round(path: str) -> RoundSpec:
+    """Append the next round to params.yaml's ``rounds`` list, keeping comments intact.
+
+    The ``rounds`` list must be the file's last top-level section (it is created there if
+    missing). Returns the new round; the file is rewritten atomically and re-validated.
+    """
+    cfg = load_config(path)
+    last = max((r.k for r in cfg.rounds), default=0)
+    new = RoundSpec(last + 1, last)
+    text = storage.read_text(path)
+    lines = text.rstrip("\n").split("\n")
+    top_level = [
+        i
+        for i, line in enumerate(lines)
+        if line and not line[0].isspace() and not line.startswith("#")
+    ]
+    rounds_at = [i for i in top_level if lines[i].split(":", 1)[0].strip() == "rounds"]
+    if rounds_at and rounds_at[0] != top_level[-1]:
+        raise ValueError(f"{path}: 'rounds' must be the last section to add rounds automatically")
+    if not rounds_at:
+        lines.append("rounds:  # round -> its previous round; `alseg round add` extends it")
+    elif lines[rounds_at[0]].split(":", 1)[1].split("#")[0].strip() in ("{}", "null", "~"):
+        lines[rounds_at[0]] = "rounds:"
+    lines.append(f"  {round_name(new.k)}: {{prev: {round_name(new.prev)}}}")
+    new_text = "\n".join(lines) + "\n"
+    config_from_dict(yaml.safe_load(new_text), source=path)  # validate before writing
+    storage.write_bytes(path, new_text.encode())
+    return new

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from alseg_core import storage
 from alseg_core.annotation import full_image_cost
 from alseg_core.config import Config
-from alseg_core.labels import load_state, state_url
+from alseg_core.labels import LabelState, load_state, state_url
 from alseg_core.plots import learning_curve
 from alseg_core.steps import (
     pool_samples,
@@ -46,13 +46,13 @@ def round_dir(cfg: Config, k: int) -> str:
     return storage.join(cfg.al.out, f"round_{k:02d}")
 
 
-def pool_full_cost(cfg: Config) -> int:
+def pool_full_cost(cfg: Config, *, cache: str | None = None) -> int:
     """Cost of labelling every pool image (reads ground truth: reporting only)."""
-    cache = storage.join(cfg.al.out, "full_cost.json")
-    if storage.exists(cache):
+    if cache is not None and storage.exists(cache):
         return int(storage.read_json(cache)["full_cost"])
     total = sum(full_image_cost(s) for s in pool_samples(cfg).values())
-    storage.write_json(cache, {"full_cost": total})
+    if cache is not None:
+        storage.write_json(cache, {"full_cost": total})
     return total
 
 
@@ -60,9 +60,9 @@ def run_loop(
     cfg: Config, *, log: Callable[[str], None] = print, progress: bool = False
 ) -> list[dict]:
     start = time.perf_counter()
-    added = step_superpixels(cfg, progress=progress)
+    added, _ = step_superpixels(cfg, progress=progress)
     n_pool = len(pool_samples(cfg))
-    full = pool_full_cost(cfg)
+    full = pool_full_cost(cfg, cache=storage.join(cfg.al.out, "full_cost.json"))
     log(
         f"pool: {n_pool} images, full annotation cost {full} instances "
         f"({full / n_pool:.1f}/image); superpixels: {added} computed"
@@ -108,17 +108,8 @@ def run_loop(
             )
             step_evaluate(cfg, new_checkpoint, metrics_url)
         checkpoint = new_checkpoint
-        metrics = storage.read_json(metrics_url)
-        state = load_state(labelled)
-        row = {
-            "round": k,
-            "labelled_cost": state.total_cost,
-            "pct_full_cost": round(100.0 * state.total_cost / full, 3),
-            "n_images": len(state.images),
-            "n_regions": sum(len(e.regions) for e in state.images.values()),
-            "mIoU": round(metrics["mIoU"], 5),
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
+        row = round_row(k, storage.read_json(metrics_url), load_state(labelled), full)
+        row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         log(
             f"round {k}/{cfg.al.rounds}: labelled cost {row['labelled_cost']} "
@@ -127,6 +118,68 @@ def run_loop(
         )
     write_metrics(cfg, rows)
     log(f"done in {time.perf_counter() - start:.0f}s: {metrics_csv(cfg)}, {curve_png(cfg)}")
+    return rows
+
+
+def round_row(k: int, metrics: dict, state: LabelState, full_cost: int) -> dict:
+    """One learning-curve point: the model of round ``k`` and the labels it was trained on."""
+    return {
+        "round": k,
+        "labelled_cost": state.total_cost,
+        "pct_full_cost": round(100.0 * state.total_cost / full_cost, 3),
+        "n_images": len(state.images),
+        "n_regions": sum(len(e.regions) for e in state.images.values()),
+        "mIoU": round(metrics["mIoU"], 5),
+    }
+
+
+def _csv_text(rows: list[dict], fields: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def publish_round(
+    cfg: Config,
+    k: int,
+    metrics_url: str | None,
+    labelled: str | None,
+    previous: str | None,
+    out: str,
+) -> list[dict]:
+    """``out``/curve.csv = previous round's curve + this round; plot and metrics.json too.
+
+    Without ``metrics_url`` (the seed round, which trains no model) the curve starts empty.
+    """
+    fields = [f for f in METRIC_FIELDS if f != "seconds"]
+    if metrics_url is None or labelled is None:
+        full = pool_full_cost(cfg)
+        storage.write_bytes(storage.join(out, "curve.csv"), _csv_text([], fields).encode())
+        storage.write_json(storage.join(out, "metrics.json"), {"round": k, "full_cost": full})
+        return []
+    rows: list[dict] = []
+    full = None
+    if previous:
+        prev_csv = storage.join(previous, "curve.csv")
+        rows = list(csv.DictReader(io.StringIO(storage.read_text(prev_csv))))
+        rows = [r for r in rows if int(r["round"]) != k]
+        full = storage.read_json(storage.join(previous, "metrics.json")).get("full_cost")
+    full = full or pool_full_cost(cfg)
+    row = round_row(k, storage.read_json(metrics_url), load_state(labelled), full)
+    rows.append(row)
+    storage.write_bytes(storage.join(out, "curve.csv"), _csv_text(rows, fields).encode())
+    storage.write_json(storage.join(out, "metrics.json"), {**row, "full_cost": full})
+    learning_curve(
+        {
+            f"{cfg.al.unit} / {cfg.al.strategy}": [
+                (float(r["pct_full_cost"]), float(r["mIoU"])) for r in rows
+            ]
+        },
+        storage.join(out, "learning_curve.png"),
+        title=f"alseg: {cfg.model.name}, rounds 1..{k}",
+    )
     return rows
 
 
@@ -139,11 +192,7 @@ def curve_png(cfg: Config) -> str:
 
 
 def write_metrics(cfg: Config, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    storage.write_bytes(metrics_csv(cfg), buf.getvalue().encode())
+    storage.write_bytes(metrics_csv(cfg), _csv_text(rows, METRIC_FIELDS).encode())
     label = f"{cfg.al.unit} / {cfg.al.strategy}"
     learning_curve(
         {label: [(r["pct_full_cost"], r["mIoU"]) for r in rows]},

@@ -39,17 +39,31 @@ def pool_samples(cfg: Config) -> dict[str, cityscapes.Sample]:
     return {s.image_id: s for s in cityscapes.list_samples(cfg.data.root, cfg.data.pool_split)}
 
 
-def superpixel_store(cfg: Config) -> SuperpixelStore:
-    return SuperpixelStore(cfg.superpixels.store, cfg.superpixels.params())
+def superpixel_store(cfg: Config, *, ensure: bool = True) -> SuperpixelStore:
+    """The superpixel store; with ``ensure``, images missing from it are computed first.
+
+    The store is a cache keyed by image id and parameters: a fresh clone or machine
+    recomputes what it lacks instead of failing.
+    """
+    store = SuperpixelStore(cfg.superpixels.store, cfg.superpixels.params())
+    if ensure:
+        samples = cityscapes.list_samples(cfg.data.root, cfg.data.pool_split, require_labels=False)
+        store.update([(s.image_id, s.image_url) for s in samples], workers=cfg.superpixels.workers)
+    return store
 
 
-def step_superpixels(cfg: Config, *, progress: bool = False) -> int:
-    samples = cityscapes.list_samples(cfg.data.root, cfg.data.pool_split, require_labels=False)
-    return superpixel_store(cfg).update(
+def step_superpixels(
+    cfg: Config, *, split: str | None = None, progress: bool = False
+) -> tuple[int, int]:
+    """Superpixels for every image of the pool split; returns (computed now, images)."""
+    split = split or cfg.data.pool_split
+    samples = cityscapes.list_samples(cfg.data.root, split, require_labels=False)
+    added = superpixel_store(cfg, ensure=False).update(
         [(s.image_id, s.image_url) for s in samples],
         workers=cfg.superpixels.workers,
         progress=progress,
     )
+    return added, len(samples)
 
 
 def labelled_items(cfg: Config, labelled: str) -> list[TrainItem]:
@@ -195,12 +209,28 @@ def step_request(cfg: Config, selection: str, scores: str | None, out_dir: str) 
     return request.request_id
 
 
-def step_annotate(cfg: Config, request_dir: str, labelled: str | None, out_dir: str) -> int:
-    """The simulated oracle: answer the request from ground truth; returns the true cost."""
+def step_annotate(
+    cfg: Config, request_dir: str, labelled: str | None, out_dir: str, *, inbox: str | None = None
+) -> int:
+    """Labels for the request, written as a delivery folder; returns the cost charged.
+
+    al.annotator 'oracle': the simulated oracle answers from ground truth.
+    al.annotator 'human': the masks delivered into ``inbox`` are validated and taken.
+    """
     request = load_request(request_dir)
     store = superpixel_store(cfg)
     region_maps = {i.image_id: store.read(i.image_id) for i in request.items if not i.full_image}
-    delivery = oracle_answer(request, pool_samples(cfg), region_maps, load_state(labelled))
+    if cfg.al.annotator == "oracle":
+        delivery = oracle_answer(request, pool_samples(cfg), region_maps, load_state(labelled))
+    else:
+        if inbox is None or not storage.glob(storage.join(inbox, "*.png")):
+            raise ValueError(
+                f"al.annotator is 'human' but no delivered masks are in {inbox!r} yet "
+                f"(request {request.request_id})"
+            )
+        delivery = read_delivery(
+            inbox, request, pool_samples(cfg), region_maps, label_format=cfg.al.label_format
+        )
     write_delivery(out_dir, delivery)
     return delivery.cost
 

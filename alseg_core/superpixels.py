@@ -161,7 +161,7 @@ class SuperpixelStore:
         self.url = storage.normalize(url)
         self.params = params or SuperpixelParams()
         self._index: dict[str, str] | None = None
-        self._cache: dict[str, pa.Table] = {}
+        self._cache: dict[str, tuple[pa.Table, dict[str, int]]] = {}
 
     def _metadata(self) -> dict[bytes, bytes]:
         return {
@@ -253,20 +253,20 @@ class SuperpixelStore:
         storage.makedirs(self.url)
         storage.write_parquet(storage.join(self.url, f"part-{digest}.parquet"), table)
 
-    def _table(self, part: str) -> pa.Table:
+    def _table(self, part: str) -> tuple[pa.Table, dict[str, int]]:
         if part not in self._cache:
             table = storage.read_parquet(part)
             self._check_part(part, table)
-            self._cache = {part: table}  # keep one part in memory at a time
+            rows = {image_id: i for i, image_id in enumerate(table.column("image_id").to_pylist())}
+            self._cache = {part: (table, rows)}  # keep one part in memory at a time
         return self._cache[part]
 
     def read_row(self, image_id: str) -> dict:
         index = self.index()
         if image_id not in index:
             raise KeyError(f"{self.url}: no superpixels for image {image_id!r}")
-        table = self._table(index[image_id])
-        ids = table.column("image_id").to_pylist()
-        return table.slice(ids.index(image_id), 1).to_pylist()[0]
+        table, rows = self._table(index[image_id])
+        return table.slice(rows[image_id], 1).to_pylist()[0]
 
     def read(self, image_id: str) -> np.ndarray:
         """(H, W) int32 region map of ``image_id``, exactly as it was written."""

@@ -17,6 +17,12 @@ def _items(root, n=8):
     return items_from_samples(cityscapes.list_samples(str(root), "train")[:n])
 
 
+def _train_drn(items, ckpt, cfg):
+    return train(
+        items, model_name="drn_d_22", checkpoint_url=ckpt, cfg=cfg, progress=False, log=None
+    )
+
+
 def _weights(url):
     return storage.load_checkpoint(url)["model_state"]
 
@@ -93,14 +99,7 @@ def test_training_on_partial_labels_ignores_unlabelled_pixels(synthetic_root, tm
 def test_checkpoint_of_another_model_or_class_count_is_refused(synthetic_root, tmp_path):
     ckpt = str(tmp_path / "m.pt")
     cfg = TrainConfig(epochs=1, batch_size=4)
-    train(
-        _items(synthetic_root, 4),
-        model_name="drn_d_22",
-        checkpoint_url=ckpt,
-        cfg=cfg,
-        progress=False,
-        log=None,
-    )
+    _train_drn(_items(synthetic_root, 4), ckpt, cfg)
     with pytest.raises(
         ValueError, match=r"m\.pt: checkpoint is for model 'drn_d_22', expected 'lraspp"
     ):
@@ -116,14 +115,7 @@ def test_checkpoint_of_another_model_or_class_count_is_refused(synthetic_root, t
 def test_drn_d_22_beats_chance_after_a_few_epochs(synthetic_root, tmp_path):
     ckpt = str(tmp_path / "drn.pt")
     cfg = TrainConfig(epochs=12, batch_size=4, lr=2e-3, seed=0)
-    train(
-        _items(synthetic_root, 24),
-        model_name="drn_d_22",
-        checkpoint_url=ckpt,
-        cfg=cfg,
-        progress=False,
-        log=None,
-    )
+    _train_drn(_items(synthetic_root, 24), ckpt, cfg)
     val = cityscapes.list_samples(str(synthetic_root), "val")
     scores = evaluate_model(load_model(ckpt), val, batch_size=8)
     # Baselines on the same pixels: uniform random classes, and the majority class.

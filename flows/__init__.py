@@ -1,0 +1,1 @@
+"""Prefect flows: control flow only; the steps live in alseg_core."""

@@ -1,0 +1,57 @@
+"""The ``al-cycle`` flow: one active-learning round as DVC stages driven by Prefect.
+
+superpixels -> (seed round if needed) -> train -> evaluate -> score -> select -> request
+-> labels (oracle, or export + suspend until a human delivery) -> merge -> publish ->
+commit + tag ``round-<k>`` + ``dvc push``. A re-run (also the re-run after a suspend)
+skips every stage DVC finds up to date.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.flow_runs import suspend_flow_run
+from prefect.input import RunInput
+
+from alseg_core.config import load_config
+from tasks.pipeline import (
+    commit_tag_push,
+    export_request,
+    fetch_delivery,
+    next_round,
+    publish_artifacts,
+    repro,
+)
+
+
+class LabelDelivery(RunInput):
+    """What a resumed flow receives: where the delivered masks are (path or s3:// URL)."""
+
+    url: str
+
+
+@flow(name="al-cycle", log_prints=True)
+def al_cycle(repo: str = ".", suspend_timeout_s: int = 7 * 24 * 3600) -> dict:
+    """Run the next round of the pipeline in the DVC repo at ``repo``."""
+    repo = str(Path(repo).resolve())
+    k = next_round(repo)
+    cfg = load_config(str(Path(repo) / "params.yaml"))
+    print(f"al-cycle: round {k} in {repo} (annotator: {cfg.al.annotator})")
+    repro("superpixels", repo)
+    repro("seed_publish", repo)
+    for step in ("train", "evaluate", "score", "select", "request"):
+        repro(f"{step}@r{k}", repo)
+    request_url = None
+    if cfg.al.annotator == "human":
+        request_url = export_request(repo, k, cfg.al.export)
+        print(f"round {k}: request exported to {request_url}; waiting for labels")
+        delivery = suspend_flow_run(
+            wait_for_input=LabelDelivery, timeout=suspend_timeout_s, key=f"labels-r{k}"
+        )
+        fetch_delivery(repo, k, delivery.url)
+    for step in ("annotate", "merge", "publish"):
+        repro(f"{step}@r{k}", repo)
+    publish_artifacts(repo, k, request_url)
+    tag = commit_tag_push(repo, k)
+    return {"round": k, "tag": tag}

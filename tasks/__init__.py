@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers, each running one pipeline step (a DVC stage)."""

@@ -1,0 +1,133 @@
+"""Prefect tasks of the al-cycle flow.
+
+Every computing step runs its DVC stage (``dvc repro <stage>@<round>``), so DVC's lock
+file records what ran and a re-run skips what is up to date. IO-bound tasks retry with
+backoff. Tasks return paths, never big objects.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from alseg_core import storage
+from alseg_core.config import load_config
+
+IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
+
+
+def _tool(name: str) -> str:
+    """The executable of the environment this code runs in (alseg, dvc, ...)."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+def _run(args: list[str], repo: str) -> str:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args)} failed in {repo} (exit {result.returncode}):\n"
+            f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+        )
+    return result.stdout
+
+
+@task(name="dvc-repro", task_run_name="repro {stage}", retries=1, retry_delay_seconds=5)
+def repro(stage: str, repo: str) -> str:
+    """Run one DVC stage (and whatever it needs that is out of date)."""
+    out = _run([_tool("dvc"), "repro", stage], repo)
+    print(out.strip().splitlines()[-1] if out.strip() else f"{stage}: done")
+    return stage
+
+
+@task(name="next-round")
+def next_round(repo: str) -> int:
+    """The first round listed in params.yaml without a ``round-<k>`` tag; adds one if none."""
+    tags = set(_run(["git", "tag", "--list", "round-*"], repo).split())
+    cfg = load_config(str(Path(repo) / "params.yaml"))
+    for spec in cfg.rounds:
+        if f"round-{spec.k}" not in tags:
+            return spec.k
+    out = _run([_tool("alseg"), "--params", "params.yaml", "round", "add"], repo)
+    print(out.strip())
+    return load_config(str(Path(repo) / "params.yaml")).rounds[-1].k
+
+
+@task(name="export-request", **IO_RETRIES)
+def export_request(repo: str, k: int, export_root: str) -> str:
+    """Copy the round's request folder to the configured export location (path or s3://)."""
+    source = Path(repo) / "data" / "rounds" / f"r{k}" / "request"
+    target = storage.join(export_root, f"round-{k}", "request")
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            storage.write_bytes(
+                storage.join(target, *path.relative_to(source).parts), path.read_bytes()
+            )
+    return target
+
+
+@task(name="fetch-delivery", **IO_RETRIES)
+def fetch_delivery(repo: str, k: int, url: str) -> str:
+    """Copy delivered ``<image_id>.png`` masks from ``url`` into ``deliveries/r<k>/``."""
+    inbox = Path(repo) / "deliveries" / f"r{k}"
+    names = [
+        u.replace("\\", "/").rsplit("/", 1)[-1] for u in storage.glob(storage.join(url, "*.png"))
+    ]
+    if not names:
+        raise ValueError(f"{url}: no <image_id>.png masks delivered")
+    for name in names:
+        storage.write_bytes(str(inbox / name), storage.read_bytes(storage.join(url, name)))
+    return str(inbox)
+
+
+@task(name="publish-artifacts")
+def publish_artifacts(repo: str, k: int, request_url: str | None) -> str:
+    """Markdown artifacts: the learning curve so far and where the request files are."""
+    publish = Path(repo) / "data" / "rounds" / f"r{k}" / "publish"
+    rows = (publish / "curve.csv").read_text().strip().splitlines()
+    header = rows[0].split(",")
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table += ["| " + " | ".join(r.split(",")) + " |" for r in rows[1:]]
+    request = Path(repo) / "data" / "rounds" / f"r{k}" / "request"
+    files = [
+        f"- request list: `{request / 'request.csv'}`",
+        f"- pre-annotation masks: `{request / 'preannotations'}`",
+        f"- heatmaps: `{request / 'heatmaps'}`",
+    ]
+    if request_url:
+        files.append(f"- exported for annotators: `{request_url}`")
+    create_markdown_artifact(
+        key=f"al-round-{k}",
+        markdown=f"# Active-learning round {k}\n\n"
+        + "\n".join(table)
+        + "\n\n## Label request\n\n"
+        + "\n".join(files)
+        + "\n",
+        description=f"alseg round {k}: metrics and label request",
+    )
+    return str(publish)
+
+
+@task(name="commit-tag-push", **IO_RETRIES)
+def commit_tag_push(repo: str, k: int) -> str:
+    """Commit the lock file and params, tag ``round-<k>``, push the round's data to the remote."""
+    git = ["git", "-c", "user.name=alseg", "-c", "user.email=alseg@localhost"]
+    paths = ["dvc.lock", "params.yaml"] + (
+        ["deliveries"] if (Path(repo) / "deliveries").exists() else []
+    )
+    _run([*git, "add", *paths], repo)
+    status = _run(["git", "status", "--porcelain", "--", *paths], repo)
+    if status.strip():
+        _run([*git, "commit", "-m", f"alseg round {k}"], repo)
+    tag = f"round-{k}"
+    if tag not in _run(["git", "tag", "--list", tag], repo).split():
+        _run([*git, "tag", tag], repo)
+    _run([_tool("dvc"), "push"], repo)
+    return tag
