@@ -1,0 +1,274 @@
+"""Orchestration end to end: a real Prefect API, a real DVC repo, a real S3 API (moto).
+
+The deployment al-cycle/cityscapes is served by ``alseg-flows serve`` in a subprocess;
+rounds are triggered through the Prefect API; the dataset, the superpixel store, the
+request exports and the DVC remote all live in a moto S3 bucket on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alseg_core import storage
+from alseg_core.datasets.synthetic import SyntheticSpec, make_synthetic
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.orchestration
+
+TINY_PARAMS = """\
+data: {{root: {root}, pool_split: train, val_split: val}}
+synthetic: {{n_train: 12, n_val: 3, height: 48, width: 96, seed: 1}}
+superpixels: {{method: watershed, n_regions: 30, compactness: 0.01, store: {store}, workers: 1}}
+model: {{name: drn_d_22, dropout: 0.5, num_classes: 19}}
+train: {{epochs: 1, batch_size: 4, lr: 0.001, weight_decay: 0.0001, seed: 0, crop: null,
+        scale_range: null, hflip: true, num_workers: 0, device: cpu}}
+eval: {{batch_size: 8}}
+al: {{unit: superpixel, strategy: mc_variance, rounds: 1, initial_images: 2,
+     budget_per_round: 20, mc_passes: 2, train_steps: 2, finetune: false, seed: 0,
+     heat_stride: 4, out: data/runs/al, annotator: {annotator}, label_format: train_ids,
+     export: {export}}}
+rounds:
+  r1: {{prev: r0}}
+"""
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        from prefect.settings import PREFECT_API_URL
+
+        yield PREFECT_API_URL.value()
+
+
+def _env(api_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PREFECT_API_URL=api_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _run(args, cwd, env, check=True):
+    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def make_repo(tmp_path: Path, bucket: str, endpoint: str, env: dict, *, annotator: str) -> Path:
+    root, store, export = f"{bucket}/cityscapes", f"{bucket}/superpixels", f"{bucket}/exports"
+    make_synthetic(root, SyntheticSpec(n_train=12, n_val=3, height=48, width=96, seed=1))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(REPO_ROOT / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copy(REPO_ROOT / ".gitignore", repo / ".gitignore")
+    (repo / "params.yaml").write_text(
+        TINY_PARAMS.format(root=root, store=store, export=export, annotator=annotator)
+    )
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "test@localhost"],
+        ["git", "config", "user.name", "test"],
+        [str(BIN / "dvc"), "init", "-q"],
+        [str(BIN / "dvc"), "remote", "add", "-d", "store", f"{bucket}/dvc"],
+        [str(BIN / "dvc"), "remote", "modify", "store", "endpointurl", endpoint],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "pipeline"],
+    ):
+        _run(cmd, repo, env)
+    return repo
+
+
+class Server:
+    """``alseg-flows serve`` in a subprocess; stopped by the test."""
+
+    def __init__(self, repo: Path, env: dict, limit: int) -> None:
+        self.log = open(repo.parent / "serve.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(BIN / "alseg-flows"), "serve", "--repo", str(repo), "--no-schedule",
+             "--limit", str(limit)],
+            cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.wait_for_deployment()
+
+    def wait_for_deployment(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        deadline = time.time() + 120
+        with get_client(sync_client=True) as client:
+            while time.time() < deadline:
+                try:
+                    client.read_deployment_by_name("al-cycle/cityscapes")
+                    return
+                except Exception:
+                    assert self.proc.poll() is None, self.tail()
+                    time.sleep(1)
+        raise AssertionError("deployment never appeared:\n" + self.tail())
+
+    def tail(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()[-4000:]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def trigger(env: dict) -> str:
+    """The README's command: ``prefect deployment run al-cycle/cityscapes``."""
+    out = _run([str(BIN / "prefect"), "deployment", "run", "al-cycle/cityscapes"], REPO_ROOT, env)
+    for line in out.stdout.splitlines():
+        if "UUID" in line:
+            return line.split("UUID:")[1].strip()
+    raise AssertionError(f"no flow run id in:\n{out.stdout}")
+
+
+def wait_for(run_id: str, server: Server, *, until: str = "final", timeout: float = 900):
+    from prefect.client.orchestration import get_client
+
+    deadline = time.time() + timeout
+    with get_client(sync_client=True) as client:
+        while time.time() < deadline:
+            run = client.read_flow_run(run_id)
+            state = run.state
+            if until == "paused" and state is not None and state.is_paused():
+                return run
+            if state is not None and state.is_final():
+                return run
+            assert server.proc.poll() is None, server.tail()
+            time.sleep(1)
+    raise AssertionError(f"flow run {run_id} did not finish:\n{server.tail()}")
+
+
+@pytest.fixture
+def served(tmp_path, s3_bucket, s3_endpoint, prefect_api, request):
+    env = _env(prefect_api)
+    repo = make_repo(tmp_path, s3_bucket, s3_endpoint, env, annotator=request.param)
+    server = Server(repo, env, limit=2)
+    try:
+        yield repo, env, server, s3_bucket
+    finally:
+        server.stop()
+
+
+def _lock_outs(repo: Path, stage: str) -> dict:
+    import yaml
+
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for o in lock["stages"][stage]["outs"]}
+
+
+@pytest.mark.parametrize("served", ["oracle"], indirect=True)
+def test_two_rounds_through_the_deployment(served, tmp_path):
+    repo, env, server, _ = served
+    # Two triggers at once: the deployment's concurrency limit makes the second wait,
+    # although the serving process could run two flow runs side by side (--limit 2).
+    first, second = trigger(env), trigger(env)
+    runs = [wait_for(first, server), wait_for(second, server)]
+    for run in runs:
+        assert run.state.is_completed(), f"{run.state}\n{server.tail()}"
+    a, b = sorted(runs, key=lambda r: r.start_time)
+    assert b.start_time >= a.end_time, "the two rounds ran side by side"
+
+    tags = _run(["git", "tag", "--list"], repo, env).stdout.split()
+    assert tags == ["round-1", "round-2"]
+    params = (repo / "params.yaml").read_text()
+    assert "r2: {prev: r1}" in params  # the second run added its round
+
+    # nothing changed since: a second `dvc repro` runs nothing
+    out = _run([str(BIN / "dvc"), "repro"], repo, env).stdout
+    assert "Running stage" not in out and "up to date" in out
+
+    # a fresh clone gets each round's labelled set and checkpoint from the S3 remote
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    _run([str(BIN / "dvc"), "pull"], clone, env)
+    for k in (1, 2):
+        for path in (f"data/rounds/r{k}/labelled/state.json", f"data/rounds/r{k}/model.pt"):
+            assert (clone / path).read_bytes() == (repo / path).read_bytes()
+    s1 = json.loads((clone / "data/rounds/r1/labelled/state.json").read_text())
+    s2 = json.loads((clone / "data/rounds/r2/labelled/state.json").read_text())
+    assert s2["total_cost"] > s1["total_cost"]
+    for image_id, entry in s1["images"].items():
+        assert set(entry["regions"]) <= set(s2["images"][image_id]["regions"])
+        assert set(entry["instance_keys"]) <= set(s2["images"][image_id]["instance_keys"])
+    assert len(s2["history"]) == len(s1["history"]) + 1
+
+    # `dvc repro` of round 1 in a clean clone recomputes it and gets the same labelled set
+    fresh = tmp_path / "fresh"
+    _run(["git", "clone", "-q", str(repo), str(fresh)], tmp_path, env)
+    _run(["git", "checkout", "-q", "round-1"], fresh, env)
+    before = _lock_outs(fresh, "merge@r1")
+    _run([str(BIN / "dvc"), "repro", "merge@r1"], fresh, env)
+    assert _lock_outs(fresh, "merge@r1") == before
+
+    # artifacts: the round's metrics table and request paths
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts  # noqa: B018 (exists in Prefect 3)
+        arts = client.read_artifacts()
+    keys = {a.key for a in arts}
+    assert {"al-round-1", "al-round-2"} <= keys
+    md = next(a for a in arts if a.key == "al-round-2").data
+    assert "| round | labelled_cost" in md and "request.csv" in md
+    del artifact
+
+
+@pytest.mark.parametrize("served", ["human"], indirect=True)
+def test_human_round_suspends_and_resumes_on_delivery(served, tmp_path):
+    from alseg_core.annotation import load_request, oracle_answer
+    from alseg_core.config import load_config
+    from alseg_core.labels import LabelState
+    from alseg_core.steps import pool_samples, superpixel_store
+
+    repo, env, server, bucket = served
+    run_id = trigger(env)
+    run = wait_for(run_id, server, until="paused")
+    assert run.state.is_paused(), f"{run.state}\n{server.tail()}"
+    exported = f"{bucket}/exports/round-1/request"
+    assert storage.exists(f"{exported}/request.csv") and storage.exists(f"{exported}/request.json")
+
+    # An annotator labels the exported request and uploads the masks to S3.
+    request = load_request(exported)
+    cfg = load_config(str(repo / "params.yaml"))
+    store = superpixel_store(cfg, ensure=False)
+    maps = {i.image_id: store.read(i.image_id) for i in request.items}
+    answer = oracle_answer(request, pool_samples(cfg), maps, LabelState())
+    delivered = f"{bucket}/delivered/round-1"
+    for img in answer.images:
+        storage.write_png(f"{delivered}/{img.labels.image_id}.png", img.mask)
+
+    out = _run([str(BIN / "alseg-flows"), "deliver", run_id, delivered], REPO_ROOT, env)
+    assert "delivered" in out.stdout
+    run = wait_for(run_id, server)
+    assert run.state.is_completed(), f"{run.state}\n{server.tail()}"
+    state = json.loads((repo / "data/rounds/r1/labelled/state.json").read_text())
+    last = state["history"][-1]
+    assert last["delivery_id"].startswith("human-")
+    assert set(state["images"]) >= {img.labels.image_id for img in answer.images}
+    merged = storage.read_image(str(repo / f"data/rounds/r1/labelled/masks/{answer.images[0].labels.image_id}.png"))
+    assert (merged != 255).sum() >= (answer.images[0].mask != 255).sum()
+    assert np.array_equal(merged[answer.images[0].mask != 255], answer.images[0].mask[answer.images[0].mask != 255])
+    tags = _run(["git", "tag", "--list"], repo, env).stdout.split()
+    assert tags == ["round-1"]
+    assert (repo / "deliveries" / "r1").is_dir()
