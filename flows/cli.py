@@ -1,7 +1,7 @@
 """``alseg-flows``: serve the al-cycle deployment, and deliver human labels to a waiting run.
 
-    alseg-flows serve [--repo .] [--cron "0 2 * * *"]     # runs the deployment's worker
-    alseg-flows deliver <flow-run-id> <url>               # resume a run waiting for labels
+alseg-flows serve [--repo .] [--cron "0 2 * * *"]     # runs the deployment's worker
+alseg-flows deliver <flow-run-id> <url>               # resume a run waiting for labels
 """
 
 from __future__ import annotations

@@ -129,5 +129,8 @@ def commit_tag_push(repo: str, k: int) -> str:
     tag = f"round-{k}"
     if tag not in _run(["git", "tag", "--list", tag], repo).split():
         _run([*git, "tag", tag], repo)
-    _run([_tool("dvc"), "push"], repo)
+    if _run([_tool("dvc"), "remote", "list"], repo).strip():
+        _run([_tool("dvc"), "push"], repo)
+    else:
+        print(f"round {k}: no DVC remote configured, nothing pushed (dvc remote add -d ...)")
     return tag
