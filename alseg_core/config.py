@@ -17,7 +17,29 @@ import yaml
 from alseg_core import storage
 from alseg_core.datasets.synthetic import SyntheticSpec
 from alseg_core.superpixels import SuperpixelParams
-from alseg_core.training import TrainConfig
+from alseg_core.types import MODEL_NAMES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    crop: tuple[int, int] | None = None
+    scale_range: tuple[float, float] | None = (0.75, 1.25)
+    hflip: bool = True
+    num_workers: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
 
 
 @dataclass(frozen=True)
@@ -53,11 +75,9 @@ class ModelConfig:
     num_classes: int = 19
 
     def __post_init__(self) -> None:
-        from alseg_core.models import MODEL_REGISTRY
-
-        if self.name not in MODEL_REGISTRY:
+        if self.name not in MODEL_NAMES:
             raise ValueError(
-                f"model.name: unknown model {self.name!r}; known: {sorted(MODEL_REGISTRY)}"
+                f"model.name: unknown model {self.name!r}; known: {sorted(MODEL_NAMES)}"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")

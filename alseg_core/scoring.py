@@ -10,20 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from alseg_core import storage
 from alseg_core.annotation import component_map
 from alseg_core.datasets import cityscapes
-from alseg_core.datasets.transforms import to_tensor
-from alseg_core.inference import image_batches, resolve_device
-from alseg_core.models import SegmentationModel
 from alseg_core.selection import region_means
-from alseg_core.types import IGNORE_INDEX, NUM_CLASSES
-from alseg_core.uncertainty import PIXEL_STRATEGIES, mc_dropout_scores
+from alseg_core.types import IGNORE_INDEX, NUM_CLASSES, PIXEL_STRATEGIES
+
+if TYPE_CHECKING:  # torch is imported where a model runs, so reading scores stays light
+    from alseg_core.models import SegmentationModel
 
 SCORES_FORMAT = "alseg-scores/1"
 
@@ -87,7 +86,12 @@ def score_pool(
     progress: bool = False,
 ) -> pa.Table:
     """One row per sample with image- and region-level scores of every strategy."""
+    import torch
     from tqdm import tqdm
+
+    from alseg_core.datasets.transforms import to_tensor
+    from alseg_core.inference import image_batches, resolve_device
+    from alseg_core.uncertainty import mc_dropout_scores
 
     dev = resolve_device(params.device)
     model.to(dev).eval()

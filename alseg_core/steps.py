@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,13 +25,15 @@ from alseg_core.annotation import (
 )
 from alseg_core.config import Config
 from alseg_core.datasets import cityscapes
-from alseg_core.evaluation import evaluate_model, scores_json
 from alseg_core.labels import load_state, mask_url, read_mask
 from alseg_core.scoring import ScoreParams, heat_of, read_scores, score_pool
 from alseg_core.selection import IMAGE_UNIT, Candidate, select_under_budget
 from alseg_core.strategy import candidates
 from alseg_core.superpixels import SuperpixelStore
-from alseg_core.training import TrainItem, TrainResult, load_model, train
+from alseg_core.training_items import TrainItem
+
+if TYPE_CHECKING:
+    from alseg_core.training import TrainResult
 
 Log = Callable[[str], None]
 
@@ -85,6 +88,8 @@ def step_train(
     log: Log | None = None,
 ) -> TrainResult:
     """Train on the labelled set; ``al.train_steps`` optimiser steps (whole epochs)."""
+    from alseg_core.training import train
+
     items = labelled_items(cfg, labelled)
     if not items:
         raise ValueError(f"{labelled}: the labelled set is empty")
@@ -105,6 +110,9 @@ def step_train(
 
 
 def step_evaluate(cfg: Config, checkpoint: str, out_json: str | None = None) -> dict:
+    from alseg_core.evaluation import evaluate_model, scores_json
+    from alseg_core.training import load_model
+
     val = cityscapes.list_samples(cfg.data.root, cfg.data.val_split)
     model = load_model(checkpoint, num_classes=cfg.model.num_classes)
     report = scores_json(
@@ -120,6 +128,8 @@ def step_score(
     cfg: Config, checkpoint: str, labelled: str | None, out: str, *, progress: bool = False
 ) -> int:
     """Score every pool image that is not fully labelled; writes one Parquet file."""
+    from alseg_core.training import load_model
+
     state = load_state(labelled)
     samples = [s for s in pool_samples(cfg).values() if not state.is_fully_labelled(s.image_id)]
     store = superpixel_store(cfg)

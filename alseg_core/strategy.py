@@ -8,7 +8,7 @@ import numpy as np
 
 from alseg_core.labels import LabelState
 from alseg_core.selection import IMAGE_UNIT, SUPERPIXEL_UNIT, Candidate
-from alseg_core.uncertainty import PIXEL_STRATEGIES
+from alseg_core.types import PIXEL_STRATEGIES
 
 STRATEGIES = ("random", *PIXEL_STRATEGIES, "learning_loss")
 

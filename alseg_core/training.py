@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from alseg_core import storage
+from alseg_core.config import TrainConfig
 from alseg_core.datasets import cityscapes
 from alseg_core.datasets.labels import label_ids_to_train_ids
 from alseg_core.datasets.transforms import (
@@ -28,41 +29,10 @@ from alseg_core.datasets.transforms import (
 )
 from alseg_core.inference import resolve_device
 from alseg_core.models import SegmentationModel, build_model
+from alseg_core.training_items import TrainItem
 from alseg_core.types import IGNORE_INDEX
 
 CHECKPOINT_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    crop: tuple[int, int] | None = None
-    scale_range: tuple[float, float] | None = (0.75, 1.25)
-    hflip: bool = True
-    num_workers: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
-
-
-@dataclass(frozen=True)
-class TrainItem:
-    """One training image and its label PNG (Cityscapes label ids, or train ids)."""
-
-    image_id: str
-    image_url: str
-    label_url: str
-    label_format: str = "label_ids"  # or "train_ids" (partial labels written by alseg)
 
 
 def items_from_samples(samples: Sequence[cityscapes.Sample]) -> list[TrainItem]:

@@ -16,6 +16,18 @@ Every array in alseg follows one convention, documented here once:
 from __future__ import annotations
 
 IGNORE_INDEX: int = 255
+
+#: MC-dropout strategies and every strategy that scores pixels (see ``uncertainty``).
+MC_STRATEGIES: tuple[str, ...] = ("mc_entropy", "mc_variance", "bald")
+PIXEL_STRATEGIES: tuple[str, ...] = ("softmax_entropy", *MC_STRATEGIES)
+
+#: Names of the models in ``alseg_core.models``'s registry (checked there), known here so
+#: that validating params does not import torch.
+MODEL_NAMES: tuple[str, ...] = (
+    "drn_d_22",
+    "lraspp_mobilenet_v3_large",
+    "deeplabv3_mobilenet_v3_large",
+)
 NUM_CLASSES: int = 19
 
 #: ImageNet statistics; models are trained from scratch but the normalisation keeps

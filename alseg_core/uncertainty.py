@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from alseg_core.types import MC_STRATEGIES, PIXEL_STRATEGIES
+
 EPS = 1e-12
-MC_STRATEGIES = ("mc_entropy", "mc_variance", "bald")
-PIXEL_STRATEGIES = ("softmax_entropy", *MC_STRATEGIES)
+__all__ = ["MC_STRATEGIES", "PIXEL_STRATEGIES", "MCAccumulator", "mc_dropout_scores"]
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alseg_core.types import MODEL_NAMES
+
 
 class DropoutHead(nn.Module):
     """Dropout + 1x1 classifier per feature map, summed, upsampled to the input size."""
@@ -90,6 +92,8 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     def deco(fn: ModelBuilder) -> ModelBuilder:
         if name in MODEL_REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
+        if name not in MODEL_NAMES:
+            raise ValueError(f"model {name!r} must also be listed in alseg_core.types.MODEL_NAMES")
         MODEL_REGISTRY[name] = fn
         return fn
 
