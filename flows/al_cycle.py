@@ -39,7 +39,7 @@ def al_cycle(repo: str = ".", suspend_timeout_s: int = 7 * 24 * 3600) -> dict:
     cfg = load_config(str(Path(repo) / "params.yaml"))
     print(f"al-cycle: round {k} in {repo} (annotator: {cfg.al.annotator})")
     repro("superpixels", repo)
-    repro("seed_publish", repo)
+    repro("seed_publish", repo, upstream=True)  # the seed round's stages, when not done yet
     for step in ("train", "evaluate", "score", "select", "request"):
         repro(f"{step}@r{k}", repo)
     request_url = None
