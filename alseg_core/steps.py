@@ -50,23 +50,28 @@ def superpixel_store(cfg: Config, *, ensure: bool = True) -> SuperpixelStore:
     """
     store = SuperpixelStore(cfg.superpixels.store, cfg.superpixels.params())
     if ensure:
-        samples = cityscapes.list_samples(cfg.data.root, cfg.data.pool_split, require_labels=False)
-        store.update([(s.image_id, s.image_url) for s in samples], workers=cfg.superpixels.workers)
+        _complete_store(cfg, store, cfg.data.pool_split)
     return store
 
 
-def step_superpixels(
-    cfg: Config, *, split: str | None = None, progress: bool = False
+def _complete_store(
+    cfg: Config, store: SuperpixelStore, split: str, *, progress: bool = False
 ) -> tuple[int, int]:
-    """Superpixels for every image of the pool split; returns (computed now, images)."""
-    split = split or cfg.data.pool_split
     samples = cityscapes.list_samples(cfg.data.root, split, require_labels=False)
-    added = superpixel_store(cfg, ensure=False).update(
+    added = store.update(
         [(s.image_id, s.image_url) for s in samples],
         workers=cfg.superpixels.workers,
         progress=progress,
     )
     return added, len(samples)
+
+
+def step_superpixels(
+    cfg: Config, *, split: str | None = None, progress: bool = False
+) -> tuple[int, int]:
+    """Superpixels for every image of a split (default: the pool); (computed now, images)."""
+    store = superpixel_store(cfg, ensure=False)
+    return _complete_store(cfg, store, split or cfg.data.pool_split, progress=progress)
 
 
 def labelled_items(cfg: Config, labelled: str) -> list[TrainItem]:
