@@ -98,6 +98,7 @@ class Server:
     """``alseg-flows serve`` in a subprocess; stopped by the test."""
 
     def __init__(self, repo: Path, env: dict, limit: int) -> None:
+        self.repo = repo
         self.log = open(repo.parent / "serve.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(BIN / "alseg-flows"), "serve", "--repo", str(repo), "--no-schedule",
@@ -107,17 +108,21 @@ class Server:
         self.wait_for_deployment()
 
     def wait_for_deployment(self) -> None:
+        """Until the deployment exists and points at this test's repo (the API outlives
+        a test, so an earlier test's registration may still be there)."""
         from prefect.client.orchestration import get_client
 
         deadline = time.time() + 120
         with get_client(sync_client=True) as client:
             while time.time() < deadline:
                 try:
-                    client.read_deployment_by_name("al-cycle/cityscapes")
-                    return
+                    deployment = client.read_deployment_by_name("al-cycle/cityscapes")
+                    if deployment.parameters.get("repo") == str(self.repo):
+                        return
                 except Exception:
-                    assert self.proc.poll() is None, self.tail()
-                    time.sleep(1)
+                    pass
+                assert self.proc.poll() is None, self.tail()
+                time.sleep(1)
         raise AssertionError("deployment never appeared:\n" + self.tail())
 
     def tail(self) -> str:
