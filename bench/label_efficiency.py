@@ -1,0 +1,280 @@
+"""Label efficiency: strategies x units x seeds at equal annotation cost.
+
+For each strategy and unit, the active-learning loop (``alseg run``) runs R rounds with
+the same per-round budget for each seed, on the embedded synthetic dataset; a
+full-supervision model (every pool image labelled, as many optimiser steps as an AL
+run takes in total) gives the ceiling. Runs are independent processes, two at a time.
+
+Writes ``<out>.csv`` (one row per strategy, unit, seed, round), ``<out>.png`` (mean mIoU
+vs % of full cost, ±1 std band over seeds, one line per strategy x unit, the ceiling)
+and ``<out>.md`` (mIoU at 10/25/50 % of full cost as % of the ceiling, the cost needed
+to reach 95 % of it, and whether superpixel MC variance beats random at every round by
+more than one std).
+
+    .venv/bin/python bench/label_efficiency.py --preset quick   # < 60 min on 2 CPU cores
+    .venv/bin/python bench/label_efficiency.py --preset full    # GPU: DRN-D-22, 10 rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _machine import describe  # noqa: E402
+
+PRESETS: dict[str, dict] = {
+    # Sized from measured throughput on 2 CPU cores: LR-ASPP trains ~55 images/s at
+    # 64x128, so a 100-step round trains in ~15 s; 6 trainings + 5 scorings per run,
+    # 18 runs two at a time + 3 ceilings: about 45 minutes.
+    "quick": {
+        "synthetic": {"n_train": 300, "n_val": 50, "height": 64, "width": 128, "seed": 0},
+        "superpixels": {"compactness": 0.02},
+        "model": {"name": "lraspp_mobilenet_v3_large"},
+        "al": {"rounds": 5, "initial_images": 20, "budget_per_round": 1200, "mc_passes": 10,
+               "train_steps": 100},
+        "strategies": ["random", "softmax_entropy", "mc_variance"],
+        "units": ["image", "superpixel"],
+        "seeds": [0, 1, 2],
+        "jobs": 2,
+    },
+    "full": {
+        "synthetic": {"n_train": 1000, "n_val": 100, "height": 256, "width": 512, "seed": 0},
+        "superpixels": {"compactness": 0.005},
+        "model": {"name": "drn_d_22"},
+        "al": {"rounds": 10, "initial_images": 50, "budget_per_round": 2000, "mc_passes": 10,
+               "train_steps": 500},
+        "strategies": ["random", "softmax_entropy", "mc_entropy", "mc_variance", "bald",
+                       "learning_loss"],
+        "units": ["image", "superpixel"],
+        "seeds": [0, 1, 2],
+        "jobs": 1,
+    },
+    # For the test suite: two rounds on a handful of images.
+    "tiny": {
+        "synthetic": {"n_train": 12, "n_val": 4, "height": 48, "width": 96, "seed": 0},
+        "superpixels": {"compactness": 0.02, "n_regions": 30},
+        "model": {"name": "drn_d_22"},
+        "al": {"rounds": 2, "initial_images": 2, "budget_per_round": 30, "mc_passes": 2,
+               "train_steps": 2},
+        "strategies": ["random", "mc_variance"],
+        "units": ["image", "superpixel"],
+        "seeds": [0, 1],
+        "jobs": 1,
+    },
+}  # fmt: skip
+
+
+def _config(preset: dict, work: Path, *, unit: str, strategy: str, seed: int, extra: dict):
+    from alseg_core.config import config_from_dict
+
+    raw = {
+        "data": {"root": str(work / "data")},
+        "synthetic": preset["synthetic"],
+        "superpixels": {**preset["superpixels"], "store": str(work / "superpixels"), "workers": 1},
+        "model": preset["model"],
+        "train": {"seed": seed, "device": "auto"},
+        "al": {
+            **preset["al"],
+            "unit": unit,
+            "strategy": strategy,
+            "seed": seed,
+            "out": str(work / "runs" / f"{unit}-{strategy}-s{seed}"),
+            **extra,
+        },
+    }
+    return config_from_dict(raw, source=f"preset ({unit}, {strategy}, seed {seed})")
+
+
+def _one_run(job: tuple) -> list[dict]:
+    preset, work, unit, strategy, seed = job
+    import torch
+
+    from alseg_core.loop import run_loop
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // preset["jobs"]))
+    cfg = _config(preset, Path(work), unit=unit, strategy=strategy, seed=seed, extra={})
+    start = time.perf_counter()
+    rows = run_loop(cfg, log=lambda m: None)
+    last, seconds = rows[-1], time.perf_counter() - start
+    print(
+        f"  {unit:>10} {strategy:<16} seed {seed}: final mIoU {last['mIoU']:.4f} "
+        f"at {last['pct_full_cost']:.1f}% [{seconds:.0f}s]",
+        flush=True,
+    )
+    return [{"strategy": strategy, "unit": unit, "seed": seed, **r} for r in rows]
+
+
+def _ceiling(job: tuple) -> dict:
+    """Every pool image labelled, as many optimiser steps as one AL run in total."""
+    preset, work, seed = job
+    from dataclasses import replace
+
+    import torch
+
+    from alseg_core.datasets import cityscapes
+    from alseg_core.steps import step_evaluate
+    from alseg_core.training import items_from_samples, train
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // preset["jobs"]))
+    cfg = _config(preset, Path(work), unit="image", strategy="random", seed=seed, extra={})
+    samples = cityscapes.list_samples(cfg.data.root, cfg.data.pool_split)
+    steps = cfg.al.train_steps * (cfg.al.rounds + 1)
+    epochs = max(1, round(steps / -(-len(samples) // cfg.train.batch_size)))
+    ckpt = str(Path(work) / "runs" / f"full-s{seed}" / "model.pt")
+    train(items_from_samples(samples), model_name=cfg.model.name, checkpoint_url=ckpt,
+          cfg=replace(cfg.train, epochs=epochs), num_classes=cfg.model.num_classes,
+          dropout=cfg.model.dropout, progress=False, log=None)  # fmt: skip
+    miou = step_evaluate(cfg, ckpt)["mIoU"]
+    print(f"  full supervision seed {seed}: mIoU {miou:.4f} ({epochs} epochs)", flush=True)
+    return {"seed": seed, "mIoU": miou}
+
+
+def _interp(xs: np.ndarray, ys: np.ndarray, x: float) -> float | None:
+    return float(np.interp(x, xs, ys)) if xs[0] <= x <= xs[-1] else None
+
+
+def _cost_to_reach(xs: np.ndarray, ys: np.ndarray, target: float) -> float | None:
+    for i in range(len(xs)):
+        if ys[i] >= target:
+            if i == 0:
+                return float(xs[0])
+            frac = (target - ys[i - 1]) / (ys[i] - ys[i - 1])
+            return float(xs[i - 1] + frac * (xs[i] - xs[i - 1]))
+    return None
+
+
+def summarise(rows: list[dict], ceilings: list[dict], out: Path, title: str) -> str:
+    """Write <out>.png and <out>.md from the per-round rows; returns the markdown."""
+    from alseg_core.plots import learning_curve
+
+    full = float(np.mean([c["mIoU"] for c in ceilings]))
+    groups: dict[tuple[str, str], dict[int, list[dict]]] = {}
+    for r in rows:
+        groups.setdefault((r["unit"], r["strategy"]), {}).setdefault(int(r["round"]), []).append(r)
+    curves, bands, stats = {}, {}, {}
+    for (unit, strategy), by_round in sorted(groups.items()):
+        rounds = sorted(by_round)
+        xs = np.array([np.mean([float(r["pct_full_cost"]) for r in by_round[k]]) for k in rounds])
+        ys = np.array([np.mean([float(r["mIoU"]) for r in by_round[k]]) for k in rounds])
+        sd = np.array([np.std([float(r["mIoU"]) for r in by_round[k]]) for k in rounds])
+        name = f"{unit} / {strategy}"
+        curves[name] = list(zip(xs.tolist(), ys.tolist(), strict=True))
+        bands[name] = sd.tolist()
+        stats[(unit, strategy)] = (xs, ys, sd)
+    learning_curve(curves, str(out.with_suffix(".png")), bands=bands, reference=full, title=title)
+
+    per_seed = ", ".join(f"{c['mIoU']:.4f}" for c in ceilings)
+    header = "| unit | strategy | @10% cost | @25% cost | @50% cost | cost for 95% of full |"
+    lines = [
+        f"# Label efficiency ({title})",
+        "",
+        f"Full supervision (all pool images, same total optimiser steps): mIoU {full:.4f} "
+        f"(seeds: {per_seed}).",
+        "Values: mean over seeds, linearly interpolated between rounds; '-' = outside the "
+        "costs the run covered.",
+        "",
+        header + " final mIoU ± std |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for (unit, strategy), (xs, ys, sd) in sorted(stats.items()):
+        cells = []
+        for pct in (10, 25, 50):
+            v = _interp(xs, ys, pct)
+            cells.append("-" if v is None else f"{100 * v / full:.1f}%")
+        reach = _cost_to_reach(xs, ys, 0.95 * full)
+        cells.append("not reached" if reach is None else f"{reach:.1f}%")
+        lines.append(
+            f"| {unit} | {strategy} | " + " | ".join(cells) + f" | {ys[-1]:.4f} ± {sd[-1]:.4f} |"
+        )
+    if ("superpixel", "mc_variance") in stats and ("superpixel", "random") in stats:
+        _, mv, mv_sd = stats[("superpixel", "mc_variance")]
+        _, rd, rd_sd = stats[("superpixel", "random")]
+        n = min(len(mv), len(rd))
+        diffs = mv[:n] - rd[:n]
+        margin = np.maximum(mv_sd[:n], rd_sd[:n])
+        wins = [bool(d > m) for d, m in zip(diffs[1:], margin[1:], strict=True)]
+        per_round = ", ".join(f"{d:+.4f} (std {m:.4f})" for d, m in zip(diffs, margin, strict=True))
+        lines += [
+            "",
+            "Superpixel MC variance minus superpixel random, per round (round 0 is the shared "
+            "seed set): " + per_round,
+            f"Above random by more than one std at every round after the seed: {all(wins)} "
+            f"({sum(wins)}/{len(wins)} rounds).",
+        ]  # fmt: skip
+    md = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(md)
+    return md
+
+
+def run(preset_name: str, out: Path, work: Path, *, jobs: int | None = None) -> str:
+    from alseg_core.datasets.synthetic import SyntheticSpec, make_synthetic
+    from alseg_core.steps import step_superpixels
+
+    preset = dict(PRESETS[preset_name])
+    preset["jobs"] = jobs or preset["jobs"]
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    make_synthetic(
+        str(work / "data"), SyntheticSpec(**preset["synthetic"]), workers=os.cpu_count() or 1
+    )
+    base = _config(preset, work, unit="image", strategy="random", seed=0, extra={})
+    step_superpixels(replace_workers(base))
+    print(f"label efficiency, preset {preset_name}: data and superpixels ready "
+          f"[{time.perf_counter() - start:.0f}s]", flush=True)  # fmt: skip
+    jobs_list = [(preset, str(work), unit, strategy, seed)
+                 for seed in preset["seeds"] for unit in preset["units"]
+                 for strategy in preset["strategies"]
+                 if not (strategy == "learning_loss" and unit != "image")]  # fmt: skip
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(max_workers=preset["jobs"], mp_context=ctx) as pool:
+        ceilings = list(pool.map(_ceiling, [(preset, str(work), s) for s in preset["seeds"]]))
+        rows = [r for result in pool.map(_one_run, jobs_list) for r in result]
+    fields = ["strategy", "unit", "seed", "round", "labelled_cost", "pct_full_cost", "n_images",
+              "n_regions", "mIoU"]  # fmt: skip
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".csv").write_text(buf.getvalue())
+    title = f"preset {preset_name}, {preset['model']['name']}, {len(preset['seeds'])} seeds"
+    md = summarise(rows, ceilings, out, title)
+    minutes = (time.perf_counter() - start) / 60
+    md += f"\nMachine: {describe()}. Wall time: {minutes:.1f} min.\n"
+    md += f"Command: `.venv/bin/python bench/label_efficiency.py --preset {preset_name}`\n"
+    out.with_suffix(".md").write_text(md)
+    out.with_suffix(".json").write_text(json.dumps({"ceilings": ceilings}, indent=1) + "\n")
+    print(md)
+    return md
+
+
+def replace_workers(cfg):
+    from dataclasses import replace
+
+    return replace(cfg, superpixels=replace(cfg.superpixels, workers=0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--out", default=str(HERE / "results" / "label_efficiency"))
+    parser.add_argument("--work", default="data/bench/label_efficiency")
+    parser.add_argument("--jobs", type=int, default=None, help="runs in parallel")
+    args = parser.parse_args()
+    run(args.preset, Path(args.out), Path(args.work), jobs=args.jobs)
+
+
+if __name__ == "__main__":
+    main()
