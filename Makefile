@@ -31,6 +31,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/superpixels.py
+	$(BIN)/python bench/orchestration.py
+	$(BIN)/python bench/label_efficiency.py --preset quick
 
 clean:
 	rm -rf $(VENV) data/synthetic data/superpixels data/runs
