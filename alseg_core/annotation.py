@@ -93,6 +93,10 @@ class Request:
     strategy: str
     items: tuple[RequestItem, ...]
 
+    @property
+    def estimated_cost(self) -> int:
+        return sum(i.est_cost for i in self.items)
+
     def item(self, image_id: str) -> RequestItem | None:
         return next((i for i in self.items if i.image_id == image_id), None)
 
@@ -245,6 +249,7 @@ class Delivery:
     source: str  # "oracle" or "human"
     images: tuple[DeliveredImage, ...]
     warnings: tuple[str, ...] = field(default=())
+    estimated_cost: int = 0  # the request's cost estimate, kept to calibrate later rounds
 
     @property
     def cost(self) -> int:
@@ -285,7 +290,12 @@ def oracle_answer(
         )
         images.append(DeliveredImage(labels, mask, cost))
     return Delivery(
-        f"oracle-{request.request_id}", request.request_id, request.round, "oracle", tuple(images)
+        f"oracle-{request.request_id}",
+        request.request_id,
+        request.round,
+        "oracle",
+        tuple(images),
+        estimated_cost=request.estimated_cost,
     )
 
 
@@ -301,6 +311,7 @@ def write_delivery(directory: str, delivery: Delivery) -> None:
             "round": delivery.round,
             "source": delivery.source,
             "cost": delivery.cost,
+            "estimated_cost": delivery.estimated_cost,
             "images": {
                 img.labels.image_id: {
                     "cost": img.cost,
@@ -401,7 +412,13 @@ def read_delivery(
     delivery_id = meta["delivery_id"] if meta else f"human-{digest.hexdigest()[:16]}"
     source = meta["source"] if meta else "human"
     return Delivery(
-        delivery_id, request.request_id, request.round, source, tuple(images), tuple(warnings)
+        delivery_id,
+        request.request_id,
+        request.round,
+        source,
+        tuple(images),
+        tuple(warnings),
+        estimated_cost=request.estimated_cost,
     )
 
 
@@ -416,7 +433,11 @@ def merge_delivery(labelled_in: str | None, delivery: Delivery, labelled_out: st
     """
     state = load_state(labelled_in)
     new_state = state.merged(
-        delivery.delivery_id, delivery.round, delivery.cost, [i.labels for i in delivery.images]
+        delivery.delivery_id,
+        delivery.round,
+        delivery.cost,
+        [i.labels for i in delivery.images],
+        est_cost=delivery.estimated_cost,
     )
     masks: dict[str, np.ndarray] = {}
     if new_state is not state:

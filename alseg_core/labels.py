@@ -45,6 +45,7 @@ class HistoryEntry:
     cost: int
     n_images: int
     n_regions: int
+    est_cost: int = 0  # what selection estimated for the delivered units (0: no estimate)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,13 @@ class LabelState:
         return entry.instance_keys if entry else frozenset()
 
     def merged(
-        self, delivery_id: str, round_: int, cost: int, additions: Iterable[ImageLabels]
+        self,
+        delivery_id: str,
+        round_: int,
+        cost: int,
+        additions: Iterable[ImageLabels],
+        *,
+        est_cost: int = 0,
     ) -> LabelState:
         """A new state with ``additions``; the same delivery merged twice changes nothing."""
         if self.has_delivery(delivery_id):
@@ -84,9 +91,26 @@ class LabelState:
                 images[add.image_id].union(add) if add.image_id in images else add
             )
         entry = HistoryEntry(
-            delivery_id, round_, int(cost), len(additions), sum(len(a.regions) for a in additions)
+            delivery_id,
+            round_,
+            int(cost),
+            len(additions),
+            sum(len(a.regions) for a in additions),
+            int(est_cost),
         )
         return replace(self, images=images, history=(*self.history, entry))
+
+    def cost_calibration(self) -> tuple[float, int]:
+        """(charged / estimated cost over past deliveries that had an estimate, their count).
+
+        Selection estimates a unit's cost from the predicted segmentation, which misses
+        small and merged instances; the ratio of what was charged to what was estimated
+        in earlier rounds corrects the next round's estimates. (1.0, 0) without data.
+        """
+        done = [h for h in self.history if h.est_cost > 0]
+        if not done:
+            return 1.0, 0
+        return sum(h.cost for h in done) / sum(h.est_cost for h in done), len(done)
 
     def to_json(self) -> dict:
         return {

@@ -29,12 +29,13 @@ SCORES_FORMAT = "alseg-scores/1"
 
 def estimate_costs(
     prediction: np.ndarray, region_map: np.ndarray | None, labelled: np.ndarray | None
-) -> tuple[int, np.ndarray]:
+) -> tuple[int, np.ndarray, int]:
     """Estimated cost of the image and of each region, from a predicted train-id map.
 
     Predicted instances are connected components of each predicted class; those that
     touch already-labelled pixels (``labelled`` True) are free. Returns (image cost,
-    (n_regions,) int64 region costs; empty without a region map).
+    (n_regions,) int64 region costs; empty without a region map, and the number of
+    predicted instances ignoring what is labelled, which calibrates the estimate).
     """
     comp, keys = component_map(prediction)
     n = len(keys)
@@ -44,13 +45,13 @@ def estimate_costs(
         free[touched] = True
     image_cost = int(n - free[:n].sum())
     if region_map is None:
-        return image_cost, np.zeros(0, np.int64)
+        return image_cost, np.zeros(0, np.int64), n
     n_regions = int(region_map.max()) + 1
     ok = comp >= 0
     pairs = np.unique(region_map[ok].astype(np.int64) * (n + 1) + comp[ok])
     regions, comps = pairs // (n + 1), pairs % (n + 1)
     keep = ~free[comps]
-    return image_cost, np.bincount(regions[keep], minlength=n_regions).astype(np.int64)
+    return image_cost, np.bincount(regions[keep], minlength=n_regions).astype(np.int64), n
 
 
 @dataclass(frozen=True)
@@ -116,13 +117,14 @@ def score_pool(
             regions = region_maps(sample.image_id)
             labelled = labelled_masks(sample.image_id)
             labelled_px = labelled != IGNORE_INDEX if labelled is not None else None
-            image_cost, region_costs = estimate_costs(pred, regions, labelled_px)
+            image_cost, region_costs, predicted = estimate_costs(pred, regions, labelled_px)
             row = {
                 "image_id": sample.image_id,
                 "height": pred.shape[0],
                 "width": pred.shape[1],
                 "image_est_cost": image_cost,
                 "region_est_cost": region_costs.tolist(),
+                "image_pred_instances": predicted,
             }
             for strategy in PIXEL_STRATEGIES:
                 px = out[strategy][j]

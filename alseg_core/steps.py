@@ -28,7 +28,7 @@ from alseg_core.datasets import cityscapes
 from alseg_core.labels import load_state, mask_url, read_mask
 from alseg_core.scoring import ScoreParams, heat_of, read_scores, score_pool
 from alseg_core.selection import IMAGE_UNIT, Candidate, select_under_budget
-from alseg_core.strategy import candidates
+from alseg_core.strategy import calibrated, candidates, cost_calibration
 from alseg_core.superpixels import SuperpixelStore
 from alseg_core.training_items import TrainItem
 
@@ -176,15 +176,22 @@ def step_select(
         pick = rng.choice(len(ids), size=min(cfg.al.initial_images, len(ids)), replace=False)
         chosen = [Candidate(ids[i], -1, 0.0, 0) for i in sorted(pick)]
         unit, strategy, budget, spent = IMAGE_UNIT, "random", 0, 0
+        factor, basis = 1.0, "seed round"
     else:
         if scores is None:
             raise ValueError("select: rounds after the seed round need a scores file")
         rows = read_scores(scores).to_pylist()
         cands = candidates(rows, state, unit=cfg.al.unit, strategy=cfg.al.strategy)
+        factor, basis = cost_calibration(rows, state, unit=cfg.al.unit)
+        raw = {(c.image_id, c.region): c for c in cands}
         result = select_under_budget(
-            cands, cfg.al.budget_per_round, rng=rng if cfg.al.strategy == "random" else None
+            calibrated(cands, factor),
+            cfg.al.budget_per_round,
+            rng=rng if cfg.al.strategy == "random" else None,
         )
-        chosen, budget, spent = list(result.candidates), result.budget, result.spent
+        # The request keeps the model's raw estimates: later rounds calibrate against them.
+        chosen = [raw[(c.image_id, c.region)] for c in result.candidates]
+        budget, spent = result.budget, result.spent
         unit, strategy = cfg.al.unit, cfg.al.strategy
     by_image: dict[str, list[Candidate]] = {}
     for c in chosen:
@@ -200,7 +207,11 @@ def step_select(
         for image_id, cs in sorted(by_image.items())
     ]
     request = make_request(round_, unit, strategy, items)
-    summary = request.to_json() | {"budget": budget, "estimated_spent": spent}
+    summary = request.to_json() | {
+        "budget": budget,
+        "estimated_spent": spent,
+        "cost_calibration": {"factor": factor, "basis": basis},
+    }
     storage.write_json(out, summary)
     return summary
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -45,3 +46,39 @@ def candidates(rows: list[dict], state: LabelState, *, unit: str, strategy: str)
                 score = -np.inf
             out.append(Candidate(image_id, region, float(score), int(cost)))
     return out
+
+
+CALIBRATION_RANGE = (0.2, 5.0)
+
+
+def cost_calibration(rows: list[dict], state: LabelState, *, unit: str) -> tuple[float, str]:
+    """Factor true cost / estimated cost, and what it was measured on.
+
+    Image unit: over the fully labelled images, the instances the annotator labelled
+    against the instances the current model predicts there (the seed set calibrates
+    round 1). Superpixel unit: charged / estimated cost of the earlier deliveries that
+    had an estimate. 1.0 without data; clipped to ``CALIBRATION_RANGE``.
+    """
+    factor, basis = 1.0, "no labelled data yet"
+    if unit == IMAGE_UNIT:
+        true = pred = n = 0
+        for row in rows:
+            keys = state.instance_keys(row["image_id"])
+            predicted = int(row.get("image_pred_instances") or 0)
+            if state.is_fully_labelled(row["image_id"]) and keys and predicted > 0:
+                true, pred, n = true + len(keys), pred + predicted, n + 1
+        if n:
+            factor, basis = true / pred, f"{n} labelled images"
+    else:
+        ratio, n = state.cost_calibration()
+        if n:
+            factor, basis = ratio, f"{n} earlier deliveries"
+    lo, hi = CALIBRATION_RANGE
+    return float(min(max(factor, lo), hi)), basis
+
+
+def calibrated(cands: list[Candidate], factor: float) -> list[Candidate]:
+    """Candidates with their estimated cost scaled by ``factor`` (at least 1 each)."""
+    if factor == 1.0:
+        return cands
+    return [replace(c, est_cost=max(1, round(c.est_cost * factor))) for c in cands]
