@@ -411,11 +411,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _workspace(args: argparse.Namespace) -> str:
+    """The folder of the params file (default: the current folder)."""
+    return os.path.dirname(os.path.abspath(args.params)) if args.params else os.getcwd()
+
+
+def _local_outputs(args: argparse.Namespace) -> list[str]:
+    """Local paths this command writes (their stale temporaries are cleaned first)."""
+    from alseg_core.storage import is_remote
+
+    outs = [getattr(args, k, None) for k in ("out", "json", "manifest")]
+    if args.command in ("run", "superpixels", "make-synthetic", "round"):
+        try:
+            cfg = _config(args)
+        except (ValueError, FileNotFoundError):
+            cfg = None  # the command itself reports the bad config
+        if cfg is not None and args.command in ("run", "superpixels"):
+            outs += [cfg.superpixels.store] + ([cfg.al.out] if args.command == "run" else [])
+        if cfg is not None and args.command == "make-synthetic":
+            outs.append(cfg.data.root)
+        if args.command == "round":
+            outs.append(args.params or "params.yaml")
+    return [o for o in outs if isinstance(o, str) and o and not is_remote(o)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from alseg_core import storage
+    from alseg_core.workspace import WorkspaceBusy, remove_stale_temporaries, workspace_lock
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    fault = os.environ.get("ALSEG_TEST_KILL_AT_WRITE", "")
+    if fault.startswith(f"{args.command}:"):  # crash tests only: "<command>:<n>"
+        storage.kill_at_write = int(fault.split(":", 1)[1])
     try:
-        args.func(args)
+        with workspace_lock(_workspace(args), args.command):
+            remove_stale_temporaries(_local_outputs(args))
+            args.func(args)
+    except WorkspaceBusy as err:
+        print(f"alseg {args.command}: error: {err}", file=sys.stderr)
+        return 3
     except (ValueError, FileNotFoundError, KeyError, PermissionError) as err:
         print(f"alseg {args.command}: error: {err}", file=sys.stderr)
         return 2

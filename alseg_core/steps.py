@@ -6,6 +6,7 @@ call these, so every step exists once.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ from alseg_core.annotation import (
 )
 from alseg_core.config import Config
 from alseg_core.datasets import cityscapes
-from alseg_core.labels import load_state, mask_url, read_mask
+from alseg_core.labels import load_state, mask_url, read_mask, state_url
 from alseg_core.scoring import ScoreParams, heat_of, read_scores, score_pool
 from alseg_core.selection import IMAGE_UNIT, Candidate, select_under_budget
 from alseg_core.strategy import calibrated, candidates, cost_calibration
@@ -111,6 +112,7 @@ def step_train(
         learning_loss=cfg.al.strategy == "learning_loss",
         progress=progress,
         log=log,
+        data_fingerprint=hashlib.sha256(storage.read_bytes(state_url(labelled))).hexdigest(),
     )
 
 

@@ -37,6 +37,23 @@ def _current_umask() -> int:
 
 _UMASK = _current_umask()
 
+# Fault injection for the crash tests (set by the CLI from ALSEG_TEST_KILL_AT_WRITE):
+# the process SIGKILLs itself inside its n-th local write, after the data is on disk
+# under the temporary name and before the rename. Never set in normal use.
+kill_at_write: int | None = None
+_writes_done = 0
+
+
+def _fault_point() -> None:
+    global _writes_done
+    if kill_at_write is None:
+        return
+    _writes_done += 1
+    if _writes_done >= kill_at_write:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 def is_remote(url: str) -> bool:
     """True for URLs with a non-file protocol (``s3://bucket/key``)."""
@@ -123,6 +140,7 @@ def write_bytes(url: str, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        _fault_point()
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -243,12 +261,35 @@ def read_text(url: str) -> str:
 # ----------------------------------------------------------------------------- checkpoints
 
 
+def _canonical(obj: Any) -> Any:
+    """Rebuild containers with interned strings, so equal states pickle to equal bytes.
+
+    Pickle writes a string once per distinct object; a state loaded from disk and the
+    same state built in memory share their strings differently. Interning removes that.
+    """
+    import sys
+
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_canonical(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(url: str, state: dict[str, Any]) -> None:
-    """Save a checkpoint dict (tensors and plain Python values only) atomically."""
+    """Save a checkpoint dict (tensors and plain Python values only) atomically.
+
+    The bytes depend only on the values: a resumed run writes the same file as an
+    uninterrupted one, so content hashes (DVC) agree.
+    """
     import torch
 
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(_canonical(state), buf)
     write_bytes(url, buf.getvalue())
 
 

@@ -8,6 +8,8 @@ same data order and augmentation it would have had without the interruption.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -114,6 +116,29 @@ def checkpoint_state(
     }
 
 
+def _run_identity(
+    items: Sequence[TrainItem],
+    model_name: str,
+    cfg: TrainConfig,
+    init_from: str | None,
+    learning_loss: bool,
+    data_fingerprint: str,
+) -> str:
+    """Hash of everything that decides a training run's result (bar the device)."""
+    payload = json.dumps(
+        [
+            [dataclasses.astuple(i) for i in items],
+            model_name,
+            _config_dict(cfg),
+            init_from,
+            learning_loss,
+            data_fingerprint,
+        ],
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
 def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
     d.pop("device")
@@ -179,12 +204,18 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] | None = _log,
     max_epochs_this_run: int | None = None,
+    data_fingerprint: str = "",
 ) -> TrainResult:
     """Train ``model_name`` on ``items``; the checkpoint at ``checkpoint_url`` is the result.
 
     init_from : checkpoint whose weights start training (e.g. the previous round's).
-    resume    : continue from ``checkpoint_url`` when it holds an unfinished run of the
-                same configuration; a finished one is returned as is.
+    resume    : a finished checkpoint of the same configuration and data at
+                ``checkpoint_url`` is returned as is; otherwise training continues from
+                ``<checkpoint_url>.partial`` (written after every epoch, removed once the
+                result is written) when it holds the same run. Pipelines that delete a
+                stage's output before re-running it (``dvc repro``) still resume.
+    data_fingerprint : identifies the training data beyond ``items`` (e.g. a hash of
+                the labelled set), so a checkpoint of other data is never reused.
     progress  : tqdm bars per epoch; ``log`` gets one summary line per epoch.
     max_epochs_this_run : stop (resumably) after this many epochs, e.g. to time-slice.
     """
@@ -205,13 +236,29 @@ def train(
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     first_epoch = 0
-    if resume and storage.exists(checkpoint_url):
-        state = storage.load_checkpoint(checkpoint_url)
-        if state.get("train_config") == _config_dict(cfg) and state.get("model_name") == model_name:
-            model.load_state_dict(state["model_state"])
-            if state.get("optimizer_state"):
-                optimizer.load_state_dict(state["optimizer_state"])
-            first_epoch = int(state["epoch"])
+    identity = _run_identity(items, model_name, cfg, init_from, learning_loss, data_fingerprint)
+    partial_url = checkpoint_url + ".partial"
+
+    def same_run(url: str) -> dict | None:
+        if not (resume and storage.exists(url)):
+            return None
+        try:
+            state = storage.load_checkpoint(url)
+        except ValueError:
+            return None  # unreadable (e.g. cut short): start over rather than fail
+        same = (state.get("extra") or {}).get("run") == identity
+        return state if same and state.get("train_config") == _config_dict(cfg) else None
+
+    state = same_run(checkpoint_url)
+    if state is not None and int(state["epoch"]) >= cfg.epochs:
+        storage.remove(partial_url)
+        return TrainResult(checkpoint_url, 0, int(state["epoch"]), float("nan"), 0.0)
+    state = state or same_run(partial_url)
+    if state is not None:
+        model.load_state_dict(state["model_state"])
+        if state.get("optimizer_state"):
+            optimizer.load_state_dict(state["optimizer_state"])
+        first_epoch = int(state["epoch"])
     dataset = SegmentationTrainSet(items, cfg)
     steps_per_epoch = -(-len(dataset) // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
@@ -261,10 +308,20 @@ def train(
         loss_value = running / max(n, 1)
         if log is not None:
             log(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.4f}")
+        done = epoch + 1 == cfg.epochs
         storage.save_checkpoint(
-            checkpoint_url,
-            checkpoint_state(model, dropout=dropout, epoch=epoch + 1, cfg=cfg, optimizer=optimizer),
+            checkpoint_url if done else partial_url,
+            checkpoint_state(
+                model,
+                dropout=dropout,
+                epoch=epoch + 1,
+                cfg=cfg,
+                optimizer=optimizer,
+                extra={"run": identity},
+            ),
         )
+        if done:
+            storage.remove(partial_url)
     return TrainResult(
         checkpoint=checkpoint_url,
         epochs_run=last_epoch - first_epoch,

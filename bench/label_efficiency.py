@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -43,7 +44,7 @@ PRESETS: dict[str, dict] = {
         "superpixels": {"compactness": 0.02},
         "model": {"name": "lraspp_mobilenet_v3_large"},
         "al": {"rounds": 5, "initial_images": 20, "budget_per_round": 1200, "mc_passes": 10,
-               "train_steps": 100},
+               "train_steps": 200},
         "strategies": ["random", "softmax_entropy", "mc_variance"],
         "units": ["image", "superpixel"],
         "seeds": [0, 1, 2],
@@ -218,12 +219,29 @@ def summarise(rows: list[dict], ceilings: list[dict], out: Path, title: str) -> 
     return md
 
 
-def run(preset_name: str, out: Path, work: Path, *, jobs: int | None = None) -> str:
+def run(
+    preset_name: str,
+    out: Path,
+    work: Path,
+    *,
+    jobs: int | None = None,
+    only: dict | None = None,
+    check: Path | None = None,
+) -> str:
+    """Run the preset (or the subset ``only`` names) from scratch in ``work``.
+
+    ``only`` may set ``seeds``, ``strategies`` and ``units``. ``check``: a CSV of an
+    earlier run; the rows both runs have are compared and the differences reported
+    against the earlier run's spread over seeds (written to ``<out>.md``).
+    """
     from alseg_core.datasets.synthetic import SyntheticSpec, make_synthetic
     from alseg_core.steps import step_superpixels
 
     preset = dict(PRESETS[preset_name])
     preset["jobs"] = jobs or preset["jobs"]
+    preset.update({k: v for k, v in (only or {}).items() if v})
+    # A rerun starts from nothing: the loop would otherwise resume the old runs.
+    shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     make_synthetic(
@@ -239,8 +257,18 @@ def run(preset_name: str, out: Path, work: Path, *, jobs: int | None = None) -> 
                  if not (strategy == "learning_loss" and unit != "image")]  # fmt: skip
     ctx = get_context("spawn")
     with ProcessPoolExecutor(max_workers=preset["jobs"], mp_context=ctx) as pool:
-        ceilings = list(pool.map(_ceiling, [(preset, str(work), s) for s in preset["seeds"]]))
+        ceilings = (
+            []
+            if check
+            else list(pool.map(_ceiling, [(preset, str(work), s) for s in preset["seeds"]]))
+        )
         rows = [r for result in pool.map(_one_run, jobs_list) for r in result]
+    if check is not None:
+        md = compare(rows, check, preset_name, time.perf_counter() - start)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(md)
+        print(md)
+        return md
     fields = ["strategy", "unit", "seed", "round", "labelled_cost", "pct_full_cost", "n_images",
               "n_regions", "mIoU"]  # fmt: skip
     buf = io.StringIO()
@@ -260,6 +288,48 @@ def run(preset_name: str, out: Path, work: Path, *, jobs: int | None = None) -> 
     return md
 
 
+def compare(rows: list[dict], reference: Path, preset_name: str, seconds: float) -> str:
+    """Markdown: this run's rows against the same (strategy, unit, seed, round) in ``reference``."""
+    with open(reference, newline="") as f:
+        ref = list(csv.DictReader(f))
+    key = lambda r: (r["strategy"], r["unit"], int(r["seed"]), int(r["round"]))  # noqa: E731
+    old = {key(r): r for r in ref}
+    spread: dict[tuple, list[float]] = {}
+    for r in ref:
+        spread.setdefault((r["strategy"], r["unit"], int(r["round"])), []).append(float(r["mIoU"]))
+    lines = [
+        f"# Label efficiency rerun check (preset {preset_name})",
+        "",
+        f"This run against `{reference.name}`: same strategy, unit, seed and round.",
+        "",
+        "| strategy | unit | seed | round | cost then | cost now | mIoU then | mIoU now "
+        "| difference | std over seeds then |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    diffs, within = [], []
+    for r in rows:
+        k = key(r)
+        if k not in old:
+            continue
+        then, now = float(old[k]["mIoU"]), float(r["mIoU"])
+        sd = float(np.std(spread[(k[0], k[1], k[3])]))
+        diffs.append(abs(now - then))
+        within.append(abs(now - then) <= sd + 1e-9)
+        lines.append(
+            f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {old[k]['labelled_cost']} | "
+            f"{r['labelled_cost']} | {then:.4f} | {now:.4f} | {now - then:+.4f} | {sd:.4f} |"
+        )
+    if not diffs:
+        raise SystemExit(f"{reference}: no rows in common with this run")
+    lines += [
+        "",
+        f"Rows compared: {len(diffs)}; largest |difference| in mIoU: {max(diffs):.4f}; "
+        f"within the earlier run's std over seeds: {sum(within)}/{len(within)}.",
+        f"Machine: {describe()}. Wall time: {seconds / 60:.1f} min.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def replace_workers(cfg):
     from dataclasses import replace
 
@@ -272,8 +342,18 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results" / "label_efficiency"))
     parser.add_argument("--work", default="data/bench/label_efficiency")
     parser.add_argument("--jobs", type=int, default=None, help="runs in parallel")
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds")
+    parser.add_argument("--strategies", nargs="+", help="only these strategies")
+    parser.add_argument("--units", nargs="+", choices=["image", "superpixel"])
+    parser.add_argument(
+        "--check",
+        type=Path,
+        help="compare with the rows of this earlier CSV instead of writing new results "
+        "(no ceiling runs); the report goes to <out>.md",
+    )
     args = parser.parse_args()
-    run(args.preset, Path(args.out), Path(args.work), jobs=args.jobs)
+    only = {"seeds": args.seeds, "strategies": args.strategies, "units": args.units}
+    run(args.preset, Path(args.out), Path(args.work), jobs=args.jobs, only=only, check=args.check)
 
 
 if __name__ == "__main__":

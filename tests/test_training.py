@@ -59,11 +59,16 @@ def test_resume_after_interruption_equals_uninterrupted_run(synthetic_root, tmp_
         log=None,
         max_epochs_this_run=2,
     )
-    assert first.epochs_run == 2 and storage.load_checkpoint(cut)["epoch"] == 2
+    # Unfinished work goes to <out>.partial, never to <out>: a half-trained model is never
+    # mistaken for the result, and a pipeline that deletes <out> before a rerun resumes.
+    assert first.epochs_run == 2 and not storage.exists(cut)
+    assert storage.load_checkpoint(cut + ".partial")["epoch"] == 2
     second = train(
         items, model_name="drn_d_22", checkpoint_url=cut, cfg=cfg, progress=False, log=None
     )
     assert second.resumed_from_epoch == 2 and second.epochs_run == 1
+    assert not storage.exists(cut + ".partial")
+    assert storage.read_bytes(full) == storage.read_bytes(cut)  # byte-identical result
     a, b = _weights(full), _weights(cut)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
@@ -72,6 +77,11 @@ def test_resume_after_interruption_equals_uninterrupted_run(synthetic_root, tmp_
         items, model_name="drn_d_22", checkpoint_url=cut, cfg=cfg, progress=False, log=None
     )
     assert third.epochs_run == 0
+    # ... but not for other training data: the checkpoint's run identity differs.
+    fourth = train(
+        items[:4], model_name="drn_d_22", checkpoint_url=cut, cfg=cfg, progress=False, log=None
+    )
+    assert fourth.epochs_run == 3 and fourth.resumed_from_epoch == 0
 
 
 def test_training_on_partial_labels_ignores_unlabelled_pixels(synthetic_root, tmp_path):

@@ -8,7 +8,9 @@ follows perspective; colours, illumination, shadows and texture noise vary per i
 and several classes share colours (grey cars vs road, walls vs buildings, overcast sky
 vs facades), so a model has to learn shape and context, not just colour. Rare classes
 (rider, bicycle, motorcycle, bus, truck, traffic light, fence, wall) and small objects
-make the data worth active learning: random sampling sees them seldom.
+make the data worth active learning: random sampling sees them seldom. Hard and rare
+cases are concentrated in a minority of scenes: fog and dusk (10 % each), a tram (the
+only source of the class "train", 8 %), groups of riders (12 %).
 
 Everything is deterministic from ``seed``: image ``i`` of a split uses its own
 ``numpy.random.Generator`` seeded from (seed, split, i), so the same call writes
@@ -28,6 +30,7 @@ from alseg_core import storage
 from alseg_core.datasets import cityscapes
 from alseg_core.datasets.labels import LABEL_BY_NAME
 
+GENERATOR = "alseg-synthetic-v2"
 CITIES = {"train": ("aachen", "bremen", "hamburg"), "val": ("frankfurt",), "test": ("berlin",)}
 
 _ID = {name: LABEL_BY_NAME[name].id for name in LABEL_BY_NAME}
@@ -137,6 +140,12 @@ class _Scene:
         self.vx = c.w * rng.uniform(0.35, 0.65)
         self.road_half = rng.uniform(0.45, 0.9)  # half width at the bottom, in image widths
         self.walk = rng.uniform(0.2, 0.5)  # sidewalk width relative to the road half width
+        # Hard and rare cases, each in a minority of scenes (random sampling sees few):
+        # fog or dusk, a tram on the road, a group of cyclists and motorcyclists.
+        r = rng.random()
+        self.condition = "fog" if r < 0.1 else ("dusk" if r < 0.2 else "clear")
+        self.tram = rng.random() < 0.08
+        self.riders = rng.poisson(2.5) if rng.random() < 0.12 else rng.poisson(0.15)
 
     def depth(self, y: np.ndarray | float) -> np.ndarray | float:
         """0 at the horizon, 1 at the bottom row: the perspective scale of a ground point."""
@@ -281,6 +290,26 @@ def _paint_car(s: _Scene, x: float, y: float, name: str = "car") -> None:
     c.paint(wheels, name, np.array([25, 25, 25], np.float32), texture=3.0, instance=iid)
 
 
+def _paint_tram(s: _Scene, y: float) -> None:
+    """A long tram on rails along the road: the only source of the class "train"."""
+    c, rng = s.c, s.c.rng
+    t = float(s.depth(y))
+    rl, rr = s.road_edges(y)
+    x = rng.uniform(rl + 0.2 * (rr - rl), rr - 0.2 * (rr - rl))
+    h = (0.1 + 0.45 * t) * c.h
+    w = h * rng.uniform(2.5, 4.0)
+    x0 = x - w * rng.uniform(0.2, 0.8)
+    iid = c.new_instance("train")
+    colour = [(200, 40, 40), (230, 200, 60), (240, 240, 235), (60, 110, 170)][rng.integers(0, 4)]
+    body = _rect(c, x0, y - h, x0 + w, y - h * 0.05)
+    c.paint(body, "train", _jitter(rng, colour, 12), texture=5.0, instance=iid)
+    band = _rect(c, x0, y - h * 0.8, x0 + w, y - h * 0.45) & body
+    win = band & ((c.xx - x0) % (h * 0.5) < h * 0.35)
+    c.img[win] = c.img[win] * 0.3 + 30
+    pantograph = _rect(c, x0 + w * 0.4, y - h * 1.25, x0 + w * 0.45, y - h)
+    c.paint(pantograph, "train", _jitter(rng, (60, 60, 60), 5), texture=2.0, instance=iid)
+
+
 def _paint_person(s: _Scene, x: float, y: float, *, rider: str | None = None) -> None:
     c, rng = s.c, s.c.rng
     t = float(s.depth(y))
@@ -332,7 +361,7 @@ def _paint_objects(s: _Scene) -> None:
         if rng.random() < 0.15:
             x = rng.uniform(rl, rr)  # crossing the road
         add(y, lambda x=x, y=y: _paint_person(s, x, y))
-    for _ in range(rng.poisson(0.5)):
+    for _ in range(s.riders):
         y = s.horizon + span * rng.uniform(0.2, 1.0)
         rl, rr = s.road_edges(y)
         vehicle = "bicycle" if rng.random() < 0.6 else "motorcycle"
@@ -344,6 +373,9 @@ def _paint_objects(s: _Scene) -> None:
         rl, rr = s.road_edges(y)
         x = (wl + rl) / 2 if rng.random() < 0.5 else (wr + rr) / 2
         add(y, lambda x=x, y=y: _paint_pole(s, x, y))
+    if s.tram:
+        y = s.horizon + span * rng.uniform(0.35, 0.8)
+        add(y, lambda y=y: _paint_tram(s, y))
     # Far first, so nearer objects occlude them.
     for _, draw in sorted(objects, key=lambda item: item[0]):
         draw()
@@ -361,6 +393,13 @@ def _finish(s: _Scene) -> None:
             rng.uniform(0.03, 0.12) * c.h,
         )
         c.img[shadow] *= rng.uniform(0.45, 0.75)
+    if s.condition == "fog":  # contrast fades with distance from the camera
+        far = 1.0 - s.depth(np.maximum(c.yy, s.horizon))
+        far = np.where(c.yy < s.horizon, 1.0, far) * rng.uniform(0.6, 0.9)
+        grey = rng.uniform(150, 200)
+        c.img = c.img * (1 - far[..., None]) + grey * far[..., None]
+    elif s.condition == "dusk":  # dark, bluish, low contrast
+        c.img = c.img * rng.uniform(0.25, 0.4) + np.array([5, 8, 20], np.float32)
     c.img *= rng.uniform(0.6, 1.25)  # global illumination
     c.img += rng.normal(0, rng.uniform(2, 9), c.img.shape).astype(np.float32)
     if rng.random() < 0.25:  # ego-vehicle bonnet: void in Cityscapes, ignored in training
@@ -418,6 +457,6 @@ def make_synthetic(root: str, spec: SyntheticSpec | None = None, *, workers: int
         ids = [_write_one(job) for job in jobs]
     storage.write_json(
         storage.join(root, "synthetic.json"),
-        {"spec": spec.__dict__, "n_images": len(ids), "generator": "alseg-synthetic-v1"},
+        {"spec": spec.__dict__, "n_images": len(ids), "generator": GENERATOR},
     )
     return {"root": root, "train": spec.n_train, "val": spec.n_val}
