@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -323,6 +324,25 @@ def write_delivery(directory: str, delivery: Delivery) -> None:
     )
 
 
+def _check_delivery_path(directory: str) -> None:
+    """A delivery is read from its own folder only: no '..', no links leading out of it."""
+    parts = str(directory).replace("\\", "/").split("/")
+    if ".." in parts:
+        raise ValueError(
+            f"{directory}: a delivery path must not contain '..' (give the folder itself)"
+        )
+    if storage.is_remote(directory) or not os.path.isdir(directory):
+        return
+    real = os.path.realpath(directory)
+    for name in sorted(os.listdir(directory)):
+        target = os.path.realpath(os.path.join(directory, name))
+        if os.path.commonpath([real, target]) != real:
+            raise ValueError(
+                f"{os.path.join(directory, name)}: links outside the delivery folder "
+                f"(to {target}); copy the file into the folder instead"
+            )
+
+
 def read_delivery(
     directory: str,
     request: Request,
@@ -342,6 +362,7 @@ def read_delivery(
     """
     if label_format not in ("train_ids", "label_ids"):
         raise ValueError(f"label_format must be 'train_ids' or 'label_ids', got {label_format!r}")
+    _check_delivery_path(directory)
     meta_url = storage.join(directory, "delivery.json")
     meta = storage.read_json(meta_url) if storage.exists(meta_url) else None
     if meta is not None and meta.get("request_id") != request.request_id:
@@ -373,6 +394,8 @@ def read_delivery(
         mask = storage.decode_png(raw, source=url)
         if mask.ndim != 2:
             raise ValueError(f"{url}: expected a single-channel label PNG, got shape {mask.shape}")
+        if mask.dtype != np.uint8:
+            raise ValueError(f"{url}: expected an 8-bit label PNG, got {mask.dtype} values")
         sample = samples[item.image_id]
         shape = cityscapes.read_image(sample).shape[:2]
         if mask.shape != shape:

@@ -130,7 +130,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     cfg = _config(args)
     split = args.split or cfg.data.val_split
     samples = cityscapes.list_samples(cfg.data.root, split, require_labels=False)
-    model = load_model(args.checkpoint, num_classes=cfg.model.num_classes)
+    model = load_model(
+        args.checkpoint, model_name=cfg.model.name, num_classes=cfg.model.num_classes
+    )
     n = 0
     for sample, pred in predict(
         model,
@@ -161,7 +163,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     split = args.split or cfg.data.val_split
     samples = cityscapes.list_samples(cfg.data.root, split)
     if args.checkpoint:
-        model = load_model(args.checkpoint, num_classes=cfg.model.num_classes)
+        model = load_model(
+            args.checkpoint, model_name=cfg.model.name, num_classes=cfg.model.num_classes
+        )
         scores = evaluate_model(
             model,
             samples,

@@ -121,7 +121,7 @@ def step_evaluate(cfg: Config, checkpoint: str, out_json: str | None = None) -> 
     from alseg_core.training import load_model
 
     val = cityscapes.list_samples(cfg.data.root, cfg.data.val_split)
-    model = load_model(checkpoint, num_classes=cfg.model.num_classes)
+    model = load_model(checkpoint, model_name=cfg.model.name, num_classes=cfg.model.num_classes)
     report = scores_json(
         evaluate_model(model, val, batch_size=cfg.eval.batch_size, device=cfg.train.device)
     )

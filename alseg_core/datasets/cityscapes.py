@@ -52,6 +52,8 @@ def list_samples(root: str, split: str, *, require_labels: bool = True) -> list[
     """
     if not storage.exists(root):
         raise FileNotFoundError(f"dataset root {root!r} does not exist")
+    if not storage.isdir(root):
+        raise FileNotFoundError(f"{root}: dataset root is not a folder")
     root = storage.normalize(root)
     split_dir = storage.join(root, "leftImg8bit", split)
     if not storage.isdir(split_dir):
