@@ -148,6 +148,25 @@ def score_pool(
     )
 
 
+CALIBRATION_IMAGES = 64
+
+
+def predicted_instances(
+    model: SegmentationModel,
+    samples: Sequence[cityscapes.Sample],
+    batch_size: int,
+    *,
+    device: str = "auto",
+) -> dict[str, int]:
+    """image id -> instances in the model's prediction (connected components per class)."""
+    from alseg_core.inference import predict
+
+    return {
+        sample.image_id: len(component_map(pred)[1])
+        for sample, pred in predict(model, samples, batch_size=batch_size, device=device)
+    }
+
+
 def read_scores(url: str) -> pa.Table:
     table = storage.read_parquet(url)
     fmt = (table.schema.metadata or {}).get(b"alseg_format", b"").decode()

@@ -7,6 +7,7 @@ call these, so every step exists once.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -27,7 +28,14 @@ from alseg_core.annotation import (
 from alseg_core.config import Config
 from alseg_core.datasets import cityscapes
 from alseg_core.labels import load_state, mask_url, read_mask, state_url
-from alseg_core.scoring import ScoreParams, heat_of, read_scores, score_pool
+from alseg_core.scoring import (
+    CALIBRATION_IMAGES,
+    ScoreParams,
+    heat_of,
+    predicted_instances,
+    read_scores,
+    score_pool,
+)
 from alseg_core.selection import IMAGE_UNIT, Candidate, select_under_budget
 from alseg_core.strategy import calibrated, candidates, cost_calibration
 from alseg_core.superpixels import SuperpixelStore
@@ -146,8 +154,9 @@ def step_score(
             return read_mask(labelled, image_id)
         return None
 
+    model = load_model(checkpoint, model_name=cfg.model.name, num_classes=cfg.model.num_classes)
     table = score_pool(
-        load_model(checkpoint, model_name=cfg.model.name, num_classes=cfg.model.num_classes),
+        model,
         samples,
         region_maps=store.read,
         labelled_masks=labelled_mask,
@@ -163,7 +172,17 @@ def step_score(
         ),
         progress=progress,
     )
-    storage.write_parquet(out, table)
+    # Calibration data for the cost estimate: what the model predicts on images whose
+    # true instance count is known (fully labelled ones; at most CALIBRATION_IMAGES).
+    known = sorted(i for i, e in state.images.items() if e.full_image and e.instance_keys)
+    pool = pool_samples(cfg)
+    predicted = predicted_instances(
+        model, [pool[i] for i in known[:CALIBRATION_IMAGES] if i in pool], cfg.eval.batch_size,
+        device=cfg.train.device,
+    )  # fmt: skip
+    meta = dict(table.schema.metadata or {})
+    meta[b"alseg_predicted_instances"] = json.dumps(predicted, sort_keys=True).encode()
+    storage.write_parquet(out, table.replace_schema_metadata(meta))
     return table.num_rows
 
 
@@ -182,9 +201,13 @@ def step_select(
     else:
         if scores is None:
             raise ValueError("select: rounds after the seed round need a scores file")
-        rows = read_scores(scores).to_pylist()
+        table = read_scores(scores)
+        rows = table.to_pylist()
         cands = candidates(rows, state, unit=cfg.al.unit, strategy=cfg.al.strategy)
-        factor, basis = cost_calibration(rows, state, unit=cfg.al.unit)
+        meta = (table.schema.metadata or {}).get(b"alseg_predicted_instances", b"{}")
+        factor, basis = cost_calibration(
+            state, unit=cfg.al.unit, predicted_on_labelled=json.loads(meta)
+        )
         raw = {(c.image_id, c.region): c for c in cands}
         result = select_under_budget(
             calibrated(cands, factor),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -51,22 +52,24 @@ def candidates(rows: list[dict], state: LabelState, *, unit: str, strategy: str)
 CALIBRATION_RANGE = (0.2, 5.0)
 
 
-def cost_calibration(rows: list[dict], state: LabelState, *, unit: str) -> tuple[float, str]:
+def cost_calibration(
+    state: LabelState, *, unit: str, predicted_on_labelled: Mapping[str, int] | None = None
+) -> tuple[float, str]:
     """Factor true cost / estimated cost, and what it was measured on.
 
-    Image unit: over the fully labelled images, the instances the annotator labelled
-    against the instances the current model predicts there (the seed set calibrates
-    round 1). Superpixel unit: charged / estimated cost of the earlier deliveries that
-    had an estimate. 1.0 without data; clipped to ``CALIBRATION_RANGE``.
+    Image unit: over fully labelled images, the instances the annotator labelled against
+    the instances the current model predicts there (``predicted_on_labelled``: image id
+    -> predicted instances), so the seed set already calibrates round 1. Superpixel
+    unit: charged / estimated cost of the earlier deliveries that had an estimate.
+    1.0 without data; clipped to ``CALIBRATION_RANGE``.
     """
     factor, basis = 1.0, "no labelled data yet"
     if unit == IMAGE_UNIT:
         true = pred = n = 0
-        for row in rows:
-            keys = state.instance_keys(row["image_id"])
-            predicted = int(row.get("image_pred_instances") or 0)
-            if state.is_fully_labelled(row["image_id"]) and keys and predicted > 0:
-                true, pred, n = true + len(keys), pred + predicted, n + 1
+        for image_id, predicted in sorted((predicted_on_labelled or {}).items()):
+            keys = state.instance_keys(image_id)
+            if state.is_fully_labelled(image_id) and keys and predicted > 0:
+                true, pred, n = true + len(keys), pred + int(predicted), n + 1
         if n:
             factor, basis = true / pred, f"{n} labelled images"
     else:

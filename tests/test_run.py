@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from alseg_core import storage
 from alseg_core.cli import main
 from alseg_core.labels import load_state
@@ -46,6 +48,14 @@ def test_run_writes_table_and_plot_and_resumes(synthetic_root, tmp_path, capsys)
 
     assert without_time(again) == without_time(rows)
     assert storage.exists(str(out / "full_cost.json"))
+    # Superpixel rounds calibrate on the earlier rounds' charged / estimated cost.
+    history = states[2].history
+    assert history[1].est_cost > 0 and history[0].est_cost == 0  # round 0: no estimate
+    calibration = storage.read_json(str(out / "round_02" / "selection.json"))["cost_calibration"]
+    assert calibration["basis"] == "1 earlier deliveries"
+    assert calibration["factor"] == pytest.approx(
+        min(max(history[1].cost / history[1].est_cost, 0.2), 5.0)
+    )
 
 
 def test_run_image_unit_with_learning_loss(synthetic_root, tmp_path, capsys):
@@ -66,3 +76,12 @@ def test_run_image_unit_with_learning_loss(synthetic_root, tmp_path, capsys):
     assert all(v == v for v in scores.to_pylist())  # predicted, not NaN
     state = load_state(str(out / "round_01" / "labelled"))
     assert all(e.full_image for e in state.images.values())
+    # The cost estimate is calibrated on the 4 seed images, whose true cost is known.
+    selection = storage.read_json(str(out / "round_01" / "selection.json"))
+    calibration = selection["cost_calibration"]
+    assert calibration["basis"] == "4 labelled images" and calibration["factor"] > 0
+    raw = sum(i["est_cost"] for i in selection["items"])
+    assert selection["estimated_spent"] == sum(
+        max(1, round(i["est_cost"] * calibration["factor"])) for i in selection["items"]
+    )
+    assert raw > 0

@@ -75,11 +75,7 @@ def test_estimated_costs_from_prediction():
 
 
 def test_cost_calibration_image_unit_uses_labelled_images():
-    rows = [
-        {"image_id": "a", "image_pred_instances": 4},
-        {"image_id": "b", "image_pred_instances": 6},
-        {"image_id": "c", "image_pred_instances": 5},  # not labelled: ignored
-    ]
+    predicted = {"a": 4, "b": 6, "c": 5}  # c is not labelled: ignored
     keys = frozenset(f"i{k}" for k in range(12))  # 12 true instances in a
     state = LabelState(
         {
@@ -87,22 +83,25 @@ def test_cost_calibration_image_unit_uses_labelled_images():
             "b": ImageLabels("b", full_image=True, instance_keys=frozenset({"x", "y", "z"})),
         }
     )
-    factor, basis = cost_calibration(rows, state, unit="image")
+    factor, basis = cost_calibration(state, unit="image", predicted_on_labelled=predicted)
     assert factor == pytest.approx(15 / 10) and basis == "2 labelled images"
-    assert cost_calibration(rows, LabelState(), unit="image") == (1.0, "no labelled data yet")
+    assert cost_calibration(LabelState(), unit="image", predicted_on_labelled=predicted) == (
+        1.0,
+        "no labelled data yet",
+    )
     scaled = calibrated([Candidate("c", -1, 0.5, 5), Candidate("d", -1, 0.1, 0)], factor)
     assert [c.est_cost for c in scaled] == [8, 1]  # round(7.5) = 8; never below 1
 
 
 def test_cost_calibration_superpixel_unit_uses_delivery_history():
     state = LabelState().merged("seed", 0, 30, [ImageLabels("a", full_image=True)])
-    assert cost_calibration([], state, unit="superpixel") == (1.0, "no labelled data yet")
+    assert cost_calibration(state, unit="superpixel") == (1.0, "no labelled data yet")
     state = state.merged("r1", 1, 90, [ImageLabels("b", frozenset({1}))], est_cost=60)
     state = state.merged("r2", 2, 30, [ImageLabels("c", frozenset({2}))], est_cost=20)
-    factor, basis = cost_calibration([], state, unit="superpixel")
+    factor, basis = cost_calibration(state, unit="superpixel")
     assert factor == pytest.approx(120 / 80) and basis == "2 earlier deliveries"
     # a wild ratio is clipped
     wild = LabelState().merged("r1", 1, 100, [ImageLabels("b", frozenset({1}))], est_cost=1)
-    assert cost_calibration([], wild, unit="superpixel")[0] == 5.0
+    assert cost_calibration(wild, unit="superpixel")[0] == 5.0
     # the estimate survives a round trip through state.json
     assert LabelState.from_json(state.to_json()).cost_calibration() == (1.5, 2)
