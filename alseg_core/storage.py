@@ -38,8 +38,9 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 # Fault injection for the crash tests (set by the CLI from ALSEG_TEST_KILL_AT_WRITE):
-# the process SIGKILLs itself inside its n-th local write, after the data is on disk
-# under the temporary name and before the rename. Never set in normal use.
+# the process SIGKILLs itself inside its n-th write: for a local file after the data is
+# on disk under the temporary name and before the rename, for an object before its
+# upload. Never set in normal use.
 kill_at_write: int | None = None
 _writes_done = 0
 
@@ -127,6 +128,7 @@ def write_bytes(url: str, data: bytes) -> None:
     """Write ``data`` atomically: readers see the old file or the whole new one."""
     fs, path = filesystem(url)
     if is_remote(url):
+        _fault_point()
         # One PUT: the object appears whole or not at all.
         with fs.open(path, "wb") as handle:
             handle.write(data)
