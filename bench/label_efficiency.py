@@ -200,19 +200,27 @@ def summarise(rows: list[dict], ceilings: list[dict], out: Path, title: str) -> 
             f"| {unit} | {strategy} | " + " | ".join(cells) + f" | {ys[-1]:.4f} ± {sd[-1]:.4f} |"
         )
     if ("superpixel", "mc_variance") in stats and ("superpixel", "random") in stats:
-        _, mv, mv_sd = stats[("superpixel", "mc_variance")]
-        _, rd, rd_sd = stats[("superpixel", "random")]
-        n = min(len(mv), len(rd))
-        diffs = mv[:n] - rd[:n]
-        margin = np.maximum(mv_sd[:n], rd_sd[:n])
-        wins = [bool(d > m) for d, m in zip(diffs[1:], margin[1:], strict=True)]
-        per_round = ", ".join(f"{d:+.4f} (std {m:.4f})" for d, m in zip(diffs, margin, strict=True))
+        # At equal cost: random's mean curve (and its std) interpolated at the cost that
+        # MC variance had reached after each round. Rounds do not spend exactly the
+        # budget, so comparing round k with round k would compare different costs.
+        mx, mv, mv_sd = stats[("superpixel", "mc_variance")]
+        rx, rd, rd_sd = stats[("superpixel", "random")]
+        cells, wins = [], []
+        for k in range(1, len(mx)):
+            if not rx[0] <= mx[k] <= rx[-1]:
+                cells.append(f"r{k} @{mx[k]:.1f}%: outside random's costs")
+                continue
+            diff = mv[k] - float(np.interp(mx[k], rx, rd))
+            margin = max(mv_sd[k], float(np.interp(mx[k], rx, rd_sd)))
+            wins.append(bool(diff > margin))
+            cells.append(f"r{k} @{mx[k]:.1f}%: {diff:+.4f} (std {margin:.4f})")
         lines += [
             "",
-            "Superpixel MC variance minus superpixel random, per round (round 0 is the shared "
-            "seed set): " + per_round,
-            f"Above random by more than one std at every round after the seed: {all(wins)} "
-            f"({sum(wins)}/{len(wins)} rounds).",
+            "Superpixel MC variance minus superpixel random at equal cost (random "
+            "interpolated at MC variance's cost after each round): " + "; ".join(cells),
+            f"Above random by more than one std at every round after the seed: "
+            f"{bool(wins) and all(wins) and len(wins) == len(mx) - 1} "
+            f"({sum(wins)}/{len(mx) - 1} rounds).",
         ]  # fmt: skip
     md = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(md)
@@ -280,7 +288,7 @@ def run(
     title = f"preset {preset_name}, {preset['model']['name']}, {len(preset['seeds'])} seeds"
     md = summarise(rows, ceilings, out, title)
     minutes = (time.perf_counter() - start) / 60
-    md += f"\nMachine: {describe()}. Wall time: {minutes:.1f} min.\n"
+    md += f"\nMachine: {describe()}. Wall time: {minutes:.1f} min. Code: {_commit()}.\n"
     md += f"Command: `.venv/bin/python bench/label_efficiency.py --preset {preset_name}`\n"
     out.with_suffix(".md").write_text(md)
     out.with_suffix(".json").write_text(json.dumps({"ceilings": ceilings}, indent=1) + "\n")
@@ -325,9 +333,17 @@ def compare(rows: list[dict], reference: Path, preset_name: str, seconds: float)
         "",
         f"Rows compared: {len(diffs)}; largest |difference| in mIoU: {max(diffs):.4f}; "
         f"within the earlier run's std over seeds: {sum(within)}/{len(within)}.",
-        f"Machine: {describe()}. Wall time: {seconds / 60:.1f} min.",
+        f"Machine: {describe()}. Wall time: {seconds / 60:.1f} min. Code: {_commit()}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _commit() -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
+                         capture_output=True, text=True)  # fmt: skip
+    return f"git {out.stdout.strip()}" if out.returncode == 0 else "unknown commit"
 
 
 def replace_workers(cfg):
