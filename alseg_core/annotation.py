@@ -186,7 +186,21 @@ def write_request(
     region_maps: Mapping[str, np.ndarray],
     heatmaps: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """request.json, request.csv (+ Parquet), pre-annotation masks and heatmaps."""
+    """request.json, request.csv (+ Parquet), pre-annotation masks and heatmaps.
+
+    The folder appears whole or not at all (request.json, written last, marks it done).
+    """
+    with storage.output_dir(directory) as target:
+        _write_request(target, request, region_maps=region_maps, heatmaps=heatmaps)
+
+
+def _write_request(
+    directory: str,
+    request: Request,
+    *,
+    region_maps: Mapping[str, np.ndarray],
+    heatmaps: Mapping[str, np.ndarray] | None,
+) -> None:
     import pyarrow as pa
 
     buf = io.StringIO()
@@ -301,6 +315,12 @@ def oracle_answer(
 
 
 def write_delivery(directory: str, delivery: Delivery) -> None:
+    """Masks and delivery.json (last); the folder appears whole or not at all."""
+    with storage.output_dir(directory) as target:
+        _write_delivery(target, delivery)
+
+
+def _write_delivery(directory: str, delivery: Delivery) -> None:
     for img in delivery.images:
         storage.write_png(storage.join(directory, f"{img.labels.image_id}.png"), img.mask)
     storage.write_json(

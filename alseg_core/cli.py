@@ -455,6 +455,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkspaceBusy as err:
         print(f"alseg {args.command}: error: {err}", file=sys.stderr)
         return 3
+    except storage.StorageUnavailable as err:
+        print(
+            f"alseg {args.command}: error: {err}. Nothing was changed; run the step again "
+            "when storage is reachable.",
+            file=sys.stderr,
+        )
+        return 4
     except (ValueError, FileNotFoundError, KeyError, PermissionError) as err:
         print(f"alseg {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -183,11 +183,8 @@ def write_labelled_set(
             state_url(target), (json.dumps(state.to_json(), indent=1) + "\n").encode()
         )
 
-    if storage.is_remote(root):
-        fill(root)  # state.json goes last: readers refuse a set without it
-    else:
-        with storage.atomic_local_dir(root) as tmp:
-            fill(str(tmp))
+    with storage.output_dir(root) as target:
+        fill(target)  # state.json goes last: readers refuse a set without it
 
 
 def merge_masks(old: np.ndarray | None, new: np.ndarray) -> np.ndarray:

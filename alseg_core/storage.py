@@ -12,11 +12,12 @@ import json
 import os
 import posixpath
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 import numpy as np
@@ -27,6 +28,8 @@ from PIL import Image, UnidentifiedImageError
 # PNGs larger than this are refused rather than decoded (decompression-bomb guard);
 # a Cityscapes frame is 2 Mpx.
 Image.MAX_IMAGE_PIXELS = 64_000_000
+
+T = TypeVar("T")
 
 
 def _current_umask() -> int:
@@ -56,6 +59,53 @@ def _fault_point() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+# Remote calls that fail transiently (connection refused or reset, timeouts, 5xx that
+# the S3 client gave up on) are retried with exponential backoff; s3fs and botocore
+# retry below this too. After the last attempt the call raises StorageUnavailable.
+REMOTE_ATTEMPTS = 4
+REMOTE_BACKOFF_S = 0.5
+
+
+class StorageUnavailable(OSError):
+    """Remote storage could not be reached after all retries."""
+
+
+def _transient(err: BaseException) -> bool:
+    if isinstance(err, FileNotFoundError | PermissionError | IsADirectoryError):
+        return False
+    if isinstance(err, ConnectionError | TimeoutError):
+        return True
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover - s3fs brings botocore
+        return isinstance(err, OSError)
+    if isinstance(err, ClientError):
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return status >= 500 or status in (408, 429)
+    return isinstance(err, BotoCoreError | OSError)
+
+
+def _remote(url: str, what: str, call: Callable[[], T]) -> T:
+    """Run a remote storage call with retries; local calls run once."""
+    if not is_remote(url):
+        return call()
+    delay = REMOTE_BACKOFF_S
+    for attempt in range(1, REMOTE_ATTEMPTS + 1):
+        try:
+            return call()
+        except Exception as err:  # noqa: BLE001 - classified just below
+            if not _transient(err):
+                raise
+            if attempt == REMOTE_ATTEMPTS:
+                raise StorageUnavailable(
+                    f"{url}: storage unreachable ({what} failed {REMOTE_ATTEMPTS} times; "
+                    f"last error: {type(err).__name__}: {err})"
+                ) from err
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
 def is_remote(url: str) -> bool:
     """True for URLs with a non-file protocol (``s3://bucket/key``)."""
     return "://" in str(url) and not str(url).startswith("file://")
@@ -82,12 +132,12 @@ def normalize(url: str) -> str:
 
 def exists(url: str) -> bool:
     fs, path = filesystem(url)
-    return fs.exists(path)
+    return _remote(url, "exists", lambda: fs.exists(path))
 
 
 def isdir(url: str) -> bool:
     fs, path = filesystem(url)
-    return fs.isdir(path)
+    return _remote(url, "isdir", lambda: fs.isdir(path))
 
 
 def _with_protocol(url: str, fs: fsspec.AbstractFileSystem, path: str) -> str:
@@ -100,13 +150,15 @@ def _with_protocol(url: str, fs: fsspec.AbstractFileSystem, path: str) -> str:
 def glob(url_pattern: str) -> list[str]:
     """Sorted paths matching a glob pattern, with the same protocol as the pattern."""
     fs, pattern = filesystem(url_pattern)
-    return sorted(_with_protocol(url_pattern, fs, p) for p in fs.glob(pattern))
+    found = _remote(url_pattern, "glob", lambda: fs.glob(pattern))
+    return sorted(_with_protocol(url_pattern, fs, p) for p in found)
 
 
 def listdir(url: str) -> list[str]:
     """Sorted child names (not paths) of a directory."""
     fs, path = filesystem(url)
-    return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+    names = _remote(url, "list", lambda: fs.ls(path, detail=False))
+    return sorted(posixpath.basename(p.rstrip("/")) for p in names)
 
 
 def makedirs(url: str) -> None:
@@ -117,9 +169,13 @@ def makedirs(url: str) -> None:
 
 def read_bytes(url: str) -> bytes:
     fs, path = filesystem(url)
-    try:
+
+    def read() -> bytes:
         with fs.open(path, "rb") as handle:
             return handle.read()
+
+    try:
+        return _remote(url, "read", read)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{url}: file not found") from err
 
@@ -129,9 +185,13 @@ def write_bytes(url: str, data: bytes) -> None:
     fs, path = filesystem(url)
     if is_remote(url):
         _fault_point()
-        # One PUT: the object appears whole or not at all.
-        with fs.open(path, "wb") as handle:
-            handle.write(data)
+
+        def put() -> None:
+            # One PUT: the object appears whole or not at all.
+            with fs.open(path, "wb") as handle:
+                handle.write(data)
+
+        _remote(url, "write", put)
         return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -151,8 +211,8 @@ def write_bytes(url: str, data: bytes) -> None:
 
 def remove(url: str) -> None:
     fs, path = filesystem(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    if exists(url):
+        _remote(url, "remove", lambda: fs.rm(path, recursive=True))
 
 
 @contextmanager
@@ -174,6 +234,22 @@ def atomic_local_dir(target: str) -> Iterator[Path]:
     except BaseException:
         _rmtree(tmp)
         raise
+
+
+@contextmanager
+def output_dir(url: str) -> Iterator[str]:
+    """Where to write a folder of files that must appear whole or not at all.
+
+    Local: a temporary folder renamed onto ``url`` only when the block succeeds.
+    Object store: ``url`` itself (a folder is only a key prefix there); writers put
+    their completion marker (``request.json``, ``state.json`` ...) last, and readers
+    refuse a folder without it.
+    """
+    if is_remote(url):
+        yield url
+        return
+    with atomic_local_dir(url) as tmp:
+        yield str(tmp)
 
 
 def _rmtree(path: Path) -> None:
