@@ -344,7 +344,7 @@ def _write_delivery(directory: str, delivery: Delivery) -> None:
     )
 
 
-def _check_delivery_path(directory: str) -> None:
+def check_delivery_path(directory: str) -> None:
     """A delivery is read from its own folder only: no '..', no links leading out of it."""
     parts = str(directory).replace("\\", "/").split("/")
     if ".." in parts:
@@ -382,7 +382,7 @@ def read_delivery(
     """
     if label_format not in ("train_ids", "label_ids"):
         raise ValueError(f"label_format must be 'train_ids' or 'label_ids', got {label_format!r}")
-    _check_delivery_path(directory)
+    check_delivery_path(directory)
     meta_url = storage.join(directory, "delivery.json")
     meta = storage.read_json(meta_url) if storage.exists(meta_url) else None
     if meta is not None and meta.get("request_id") != request.request_id:

@@ -42,9 +42,11 @@ def workspace_lock(root: str | os.PathLike, command: str) -> Iterator[Path]:
     lock_dir.mkdir(parents=True, exist_ok=True)
     path = lock_dir / "lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    held = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
             raise WorkspaceBusy(
@@ -57,10 +59,11 @@ def workspace_lock(root: str | os.PathLike, command: str) -> Iterator[Path]:
         os.pwrite(fd, f"pid {os.getpid()}, alseg {command}, since {now}\n".encode(), 0)
         yield path
     finally:
-        try:
-            os.ftruncate(fd, 0)
-        except OSError:
-            pass
+        if held:  # a refused attempt must not erase the holder's note
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
         os.close(fd)  # closing releases the flock
 
 

@@ -16,6 +16,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from alseg_core import storage
+from alseg_core.annotation import check_delivery_path
 from alseg_core.config import load_config
 
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
@@ -82,14 +83,17 @@ def export_request(repo: str, k: int, export_root: str) -> str:
 @task(name="fetch-delivery", **IO_RETRIES)
 def fetch_delivery(repo: str, k: int, url: str) -> str:
     """Copy delivered ``<image_id>.png`` masks from ``url`` into ``deliveries/r<k>/``."""
+    check_delivery_path(url)
     inbox = Path(repo) / "deliveries" / f"r{k}"
     names = [
         u.replace("\\", "/").rsplit("/", 1)[-1] for u in storage.glob(storage.join(url, "*.png"))
     ]
     if not names:
         raise ValueError(f"{url}: no <image_id>.png masks delivered")
-    for name in names:
-        storage.write_bytes(str(inbox / name), storage.read_bytes(storage.join(url, name)))
+    with storage.output_dir(str(inbox)) as target:  # the inbox appears whole or not at all
+        for name in names:
+            data = storage.read_bytes(storage.join(url, name))
+            storage.write_bytes(storage.join(target, name), data)
     return str(inbox)
 
 
