@@ -32,3 +32,23 @@ def test_only_storage_opens_files():
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "open":
                 offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
+
+
+def test_no_pickle_and_every_torch_load_is_weights_only():
+    """User data is never pickled; checkpoints load with weights_only=True only."""
+    code = [LIB, LIB.parent / "flows", LIB.parent / "tasks"]
+    loads, offenders = 0, []
+    for path in (p for d in code for p in d.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                mods += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                offenders += [f"{path.name}: imports {m}" for m in mods if "pickle" in m]
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "load":
+                if getattr(node.func.value, "id", None) == "torch":
+                    loads += 1
+                    kw = {k.arg: k.value for k in node.keywords}
+                    if not (isinstance(kw.get("weights_only"), ast.Constant)
+                            and kw["weights_only"].value is True):  # fmt: skip
+                        offenders.append(f"{path.name}:{node.lineno}: torch.load without it")
+    assert loads >= 1 and offenders == []

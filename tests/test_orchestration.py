@@ -184,7 +184,7 @@ def _lock_outs(repo: Path, stage: str) -> dict:
 
 @pytest.mark.parametrize("served", ["oracle"], indirect=True)
 def test_two_rounds_through_the_deployment(served, tmp_path):
-    repo, env, server, _ = served
+    repo, env, server, bucket = served
     # Two triggers at once: the deployment's concurrency limit makes the second wait,
     # although the serving process could run two flow runs side by side (--limit 2).
     first, second = trigger(env), trigger(env)
@@ -235,6 +235,42 @@ def test_two_rounds_through_the_deployment(served, tmp_path):
     assert {"al-round-1", "al-round-2"} <= {a.key for a in arts}
     md = next(a for a in arts if a.key == "al-round-2").data
     assert "| round | labelled_cost" in md and "request.csv" in md
+
+    _assert_no_credentials(repo, server, bucket, [a.data for a in arts])
+
+
+def _assert_no_credentials(repo: Path, server: Server, bucket: str, artifacts: list) -> None:
+    """The dummy AWS key id and secret appear nowhere: repo files (DVC lock, params,
+    config, outputs, git history), the flow logs, the artifacts and the bucket."""
+    import boto3
+    from conftest import DUMMY_ENV
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter
+
+    secrets = [DUMMY_ENV["AWS_SECRET_ACCESS_KEY"], DUMMY_ENV["AWS_ACCESS_KEY_ID"]]
+    # The credentials were there to leak: every process of the round had them.
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == secrets[0]
+    blobs: dict[str, bytes] = {
+        str(p): p.read_bytes() for p in repo.rglob("*") if p.is_file() and not p.is_symlink()
+    }
+    history = _run(["git", "log", "-p", "--all"], repo, dict(os.environ)).stdout
+    blobs["git log -p"] = history.encode()
+    blobs["serve log"] = server.tail().encode() + Path(server.log.name).read_bytes()
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(), limit=200)
+    blobs["flow run logs"] = "\n".join(log.message for log in logs).encode()
+    blobs["artifacts"] = json.dumps(artifacts, default=str).encode()
+    s3 = boto3.client("s3")
+    name = bucket.removeprefix("s3://")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for obj in page.get("Contents", []):
+            blobs[f"{bucket}/{obj['Key']}"] = s3.get_object(Bucket=name, Key=obj["Key"])[
+                "Body"
+            ].read()
+    assert len(blobs) > 50 and any(k.endswith("dvc.lock") for k in blobs)
+    for where, data in blobs.items():
+        for secret in secrets:
+            assert secret.encode() not in data, f"credential found in {where}"
 
 
 @pytest.mark.parametrize("served", ["human"], indirect=True)
