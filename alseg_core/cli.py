@@ -256,6 +256,17 @@ def cmd_publish(args: argparse.Namespace) -> None:
     print(f"round {args.round}: learning curve with {len(rows)} points -> {args.out}")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "label_efficiency.py"
+    if not script.exists():
+        raise FileNotFoundError(f"{script}: the benchmarks ship with the source checkout")
+    sys.argv = [str(script), *args.args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from alseg_core.loop import run_loop
 
@@ -403,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--previous", default=None, help="previous round's publish folder")
     p.add_argument("--out", required=True, help="folder for curve.csv and learning_curve.png")
 
+    p = add(
+        "bench",
+        cmd_bench,
+        "label-efficiency benchmark (bench/label_efficiency.py; e.g. --preset quick)",
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
+
     p = add("run", cmd_run, "the whole active-learning loop: rounds of train/score/select/label")
     al_options(p)
     _opt(p, "--rounds", "al.rounds", type=int)
@@ -444,10 +462,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from alseg_core.workspace import WorkspaceBusy, remove_stale_temporaries, workspace_lock
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "bench":
+        args.args = [*extra, *args.args]
     fault = os.environ.get("ALSEG_TEST_KILL_AT_WRITE", "")
     if fault.startswith(f"{args.command}:"):  # crash tests only: "<command>:<n>"
         storage.kill_at_write = int(fault.split(":", 1)[1])
+    if args.command == "bench":  # writes only under its own --work folder
+        args.func(args)
+        return 0
     try:
         with workspace_lock(_workspace(args), args.command):
             remove_stale_temporaries(_local_outputs(args))

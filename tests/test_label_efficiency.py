@@ -47,3 +47,21 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
         for strategy in preset["strategies"]:
             assert f"| {unit} | {strategy} |" in md
     assert "Full supervision" in md and "Above random by more than one std" in md
+
+    # A rerun of one configuration through `alseg bench --check` reproduces its rows
+    # (CPU runs are deterministic: the difference is exactly zero, inside any seed noise).
+    import subprocess
+
+    check = tmp_path / "results" / "rerun"
+    argv = [
+        str(Path(sys.executable).parent / "alseg"), "bench", "--preset", "tiny",
+        "--out", str(check), "--work", str(tmp_path / "work2"), "--seeds", "1",
+        "--strategies", "mc_variance", "--units", "superpixel",
+        "--check", str(out.with_suffix(".csv")),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = check.with_suffix(".md").read_text()
+    n_rows = preset["al"]["rounds"] + 1
+    assert f"Rows compared: {n_rows}; largest |difference| in mIoU: 0.0000" in report
+    assert f"within the earlier run's std over seeds: {n_rows}/{n_rows}" in report
