@@ -197,3 +197,31 @@ def test_kill_inside_a_stage_then_dvc_repro_completes_the_round(stage, template,
     assert _leftovers(repo, bucket) == []
     # And a third run has nothing to do.
     assert _ran(_repro(repo)) == []
+
+
+def test_bad_delivery_under_dvc_changes_neither_lock_nor_labels(template, tmp_path):
+    """A human delivery that fails validation stops `dvc repro` at annotate with a
+    message naming the file; dvc.lock and every labelled set stay as they were."""
+    repo = tmp_path / "repo"
+    shutil.copytree(template["seeded"], repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["al"]["annotator"] = "human"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _repro(repo, "request@r1", "evaluate@r1")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    request = yaml.safe_load((repo / "data/rounds/r1/request/request.json").read_text())
+    inbox = repo / "deliveries" / "r1"
+    inbox.mkdir(parents=True)
+    for item in request["items"]:
+        (inbox / f"{item['image_id']}.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    lock_before = (repo / "dvc.lock").read_bytes()
+    labelled = repo / "data" / "rounds" / "r0" / "labelled"
+    before = {p: p.read_bytes() for p in labelled.rglob("*") if p.is_file()}
+
+    failed = _repro(repo)
+    assert failed.returncode != 0 and _ran(failed) == ["annotate@r1"]
+    assert re.search(r"deliveries/r1/\w+\.png: not a readable image", failed.stderr + failed.stdout)
+    assert (repo / "dvc.lock").read_bytes() == lock_before
+    assert {p: p.read_bytes() for p in labelled.rglob("*") if p.is_file()} == before
+    assert not (repo / "data" / "rounds" / "r1" / "labelled").exists()
+    assert stale_temporaries([repo / "data" / "rounds" / "r1" / "delivery"]) == []
