@@ -56,10 +56,60 @@ def pool_full_cost(cfg: Config, *, cache: str | None = None) -> int:
     return total
 
 
+# Settings that may change between the runs of one run folder: more rounds extend it,
+# the device and the worker count do not change results.
+_FREE = {"al.rounds", "train.device", "superpixels.workers", "rounds"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _check_run_settings(cfg: Config) -> None:
+    """A run folder resumes only the run it holds: same settings, same dataset.
+
+    ``<al.out>/run.json`` records them at the first start; a later start with other
+    settings (or a regenerated synthetic dataset) is refused, naming what differs.
+    """
+    import dataclasses
+    import json
+
+    settings = {k: v for k, v in _flat(dataclasses.asdict(cfg)).items() if k not in _FREE}
+    settings = json.loads(json.dumps(settings, default=list))
+    marker = storage.join(cfg.data.root, "synthetic.json")
+    dataset = storage.read_json(marker) if storage.exists(marker) else None
+    current = {"settings": settings, "dataset": dataset}
+    url = storage.join(cfg.al.out, "run.json")
+    if not storage.exists(url):
+        storage.write_json(url, current)
+        return
+    held = storage.read_json(url)
+    diff = sorted(
+        k
+        for k in set(held.get("settings", {})) | set(settings)
+        if held.get("settings", {}).get(k) != settings.get(k)
+    )
+    if held.get("dataset") != dataset:
+        diff.append(f"the dataset at {cfg.data.root} (regenerated or replaced)")
+    if diff:
+        raise ValueError(
+            f"{url}: this run folder holds a run with other settings ({', '.join(diff[:6])}); "
+            "resuming it would mix two experiments. Use another al.out (--out) or delete it."
+        )
+
+
 def run_loop(
     cfg: Config, *, log: Callable[[str], None] = print, progress: bool = False
 ) -> list[dict]:
     start = time.perf_counter()
+    _check_run_settings(cfg)
     added, _ = step_superpixels(cfg, progress=progress)
     n_pool = len(pool_samples(cfg))
     full = pool_full_cost(cfg, cache=storage.join(cfg.al.out, "full_cost.json"))

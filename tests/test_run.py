@@ -47,6 +47,13 @@ def test_run_writes_table_and_plot_and_resumes(synthetic_root, tmp_path, capsys)
         return [{k: v for k, v in r.items() if k != "seconds"} for r in table]
 
     assert without_time(again) == without_time(rows)
+    # The same folder with other settings is refused, not silently mixed.
+    other = [*args[:-1], "drn_d_22", "--budget", "41"]
+    capsys.readouterr()
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with other settings (al.budget_per_round)" in err
+    assert (out / "round_02" / "model.pt").stat().st_mtime == mtime
     assert storage.exists(str(out / "full_cost.json"))
     # Superpixel rounds calibrate on the earlier rounds' charged / estimated cost.
     history = states[2].history
