@@ -204,6 +204,8 @@ def cmd_select(args: argparse.Namespace) -> None:
 
     cfg = _config(args)
     summary = step_select(cfg, args.round, args.scores, args.labelled, args.out)
+    if summary.get("warning"):
+        print(f"warning: {summary['warning']}", file=sys.stderr)
     n_regions = sum(len(i["regions"]) for i in summary["items"])
     print(
         f"round {args.round}: selected {len(summary['items'])} images / {n_regions} regions "

@@ -192,6 +192,7 @@ def step_select(
     """Choose the round's units; round 0 is the random seed set of whole images."""
     state = load_state(labelled)
     rng = np.random.default_rng([cfg.al.seed, round_])
+    warning: str | None = None
     if round_ == 0:
         ids = sorted(pool_samples(cfg))
         pick = rng.choice(len(ids), size=min(cfg.al.initial_images, len(ids)), replace=False)
@@ -218,6 +219,12 @@ def step_select(
         chosen = [raw[(c.image_id, c.region)] for c in result.candidates]
         budget, spent = result.budget, result.spent
         unit, strategy = cfg.al.unit, cfg.al.strategy
+        if cands and not chosen:
+            cheapest = min(max(1, c.est_cost) for c in calibrated(cands, factor))
+            warning = (
+                f"no {unit} fits al.budget_per_round={budget}: the cheapest costs {cheapest} "
+                f"(estimate x calibration {factor:.2f}); nothing is selected this round"
+            )
     by_image: dict[str, list[Candidate]] = {}
     for c in chosen:
         by_image.setdefault(c.image_id, []).append(c)
@@ -237,6 +244,8 @@ def step_select(
         "estimated_spent": spent,
         "cost_calibration": {"factor": factor, "basis": basis},
     }
+    if warning:
+        summary["warning"] = warning
     storage.write_json(out, summary)
     return summary
 

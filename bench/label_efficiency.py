@@ -67,7 +67,7 @@ PRESETS: dict[str, dict] = {
         "synthetic": {"n_train": 12, "n_val": 4, "height": 48, "width": 96, "seed": 0},
         "superpixels": {"compactness": 0.02, "n_regions": 30},
         "model": {"name": "drn_d_22"},
-        "al": {"rounds": 2, "initial_images": 2, "budget_per_round": 30, "mc_passes": 2,
+        "al": {"rounds": 2, "initial_images": 2, "budget_per_round": 80, "mc_passes": 2,
                "train_steps": 2},
         "strategies": ["random", "mc_variance"],
         "units": ["image", "superpixel"],

@@ -105,3 +105,24 @@ def test_cost_calibration_superpixel_unit_uses_delivery_history():
     assert cost_calibration(wild, unit="superpixel")[0] == 5.0
     # the estimate survives a round trip through state.json
     assert LabelState.from_json(state.to_json()).cost_calibration() == (1.5, 2)
+
+
+def test_select_warns_when_no_unit_fits_the_budget(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from alseg_core.config import config_from_dict
+    from alseg_core.steps import step_select
+
+    rows = [{"image_id": f"img{i}", "image_est_cost": 50, "region_est_cost": [],
+             "image_mc_variance": 0.1 * i} for i in range(3)]  # fmt: skip
+    table = pa.Table.from_pylist(rows).replace_schema_metadata({b"alseg_format": b"alseg-scores/1"})
+    pq.write_table(table, tmp_path / "scores.parquet")
+    cfg = config_from_dict(
+        {"al": {"unit": "image", "strategy": "mc_variance", "budget_per_round": 30}}
+    )
+    summary = step_select(cfg, 1, str(tmp_path / "scores.parquet"), None, str(tmp_path / "s.json"))
+    assert summary["items"] == [] and summary["estimated_spent"] == 0
+    assert summary["warning"].startswith(
+        "no image fits al.budget_per_round=30: the cheapest costs 50"
+    )
