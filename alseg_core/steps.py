@@ -146,7 +146,8 @@ def step_score(
     from alseg_core.training import load_model
 
     state = load_state(labelled)
-    samples = [s for s in pool_samples(cfg).values() if not state.is_fully_labelled(s.image_id)]
+    pool = pool_samples(cfg)
+    samples = [s for s in pool.values() if not state.is_fully_labelled(s.image_id)]
     store = superpixel_store(cfg)
 
     def labelled_mask(image_id: str) -> np.ndarray | None:
@@ -175,7 +176,6 @@ def step_score(
     # Calibration data for the cost estimate: what the model predicts on images whose
     # true instance count is known (fully labelled ones; at most CALIBRATION_IMAGES).
     known = sorted(i for i, e in state.images.items() if e.full_image and e.instance_keys)
-    pool = pool_samples(cfg)
     predicted = predicted_instances(
         model, [pool[i] for i in known[:CALIBRATION_IMAGES] if i in pool], cfg.eval.batch_size,
         device=cfg.train.device,
@@ -210,8 +210,9 @@ def step_select(
             state, unit=cfg.al.unit, predicted_on_labelled=json.loads(meta)
         )
         raw = {(c.image_id, c.region): c for c in cands}
+        scaled = calibrated(cands, factor)
         result = select_under_budget(
-            calibrated(cands, factor),
+            scaled,
             cfg.al.budget_per_round,
             rng=rng if cfg.al.strategy == "random" else None,
         )
@@ -220,7 +221,7 @@ def step_select(
         budget, spent = result.budget, result.spent
         unit, strategy = cfg.al.unit, cfg.al.strategy
         if cands and not chosen:
-            cheapest = min(max(1, c.est_cost) for c in calibrated(cands, factor))
+            cheapest = min(max(1, c.est_cost) for c in scaled)
             warning = (
                 f"no {unit} fits al.budget_per_round={budget}: the cheapest costs {cheapest} "
                 f"(estimate x calibration {factor:.2f}); nothing is selected this round"
