@@ -17,29 +17,9 @@ import yaml
 from alseg_core import storage
 from alseg_core.datasets.synthetic import SyntheticSpec
 from alseg_core.superpixels import SuperpixelParams
-from alseg_core.types import MODEL_NAMES
+from alseg_core.training_spec import TrainConfig
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    crop: tuple[int, int] | None = None
-    scale_range: tuple[float, float] | None = (0.75, 1.25)
-    hflip: bool = True
-    num_workers: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+__all__ = ["Config", "TrainConfig", "load_config", "config_from_dict", "add_round"]
 
 
 @dataclass(frozen=True)
@@ -75,9 +55,11 @@ class ModelConfig:
     num_classes: int = 19
 
     def __post_init__(self) -> None:
-        if self.name not in MODEL_NAMES:
+        from alseg_core.models.registry import MODEL_REGISTRY
+
+        if self.name not in MODEL_REGISTRY:
             raise ValueError(
-                f"model.name: unknown model {self.name!r}; known: {sorted(MODEL_NAMES)}"
+                f"model.name: unknown model {self.name!r}; known: {sorted(MODEL_REGISTRY)}"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
@@ -114,7 +96,7 @@ class ALConfig:
     export: str = "data/exports"  # where requests for humans go (path or s3:// URL)
 
     def __post_init__(self) -> None:
-        from alseg_core.strategy import check_strategy
+        from alseg_core.active.strategies import check_strategy
 
         check_strategy(self.strategy, self.unit)
         for name in ("rounds", "initial_images", "train_steps", "heat_stride"):
@@ -185,6 +167,16 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     al: ALConfig = field(default_factory=ALConfig)
     rounds: tuple[RoundSpec, ...] = ()  # the pipeline's rounds after the seed round (dvc.yaml)
+
+    def previous_round(self, k: int) -> int | None:
+        """The round ``k`` starts from (``rounds``); None for the seed round r0."""
+        if k == 0:
+            return None
+        for spec in self.rounds:
+            if spec.k == k:
+                return spec.prev
+        listed = ", ".join(f"r{r.k}" for r in self.rounds) or "none"
+        raise ValueError(f"rounds: round r{k} is not listed (listed: {listed}); `alseg round add`")
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

@@ -72,11 +72,13 @@ def evaluate_predictions(pred_dir: str, samples: Sequence[cityscapes.Sample]) ->
     return scores_from_confusion(conf)
 
 
-def scores_report(scores: SegmentationScores) -> str:
+def report_text(report: dict) -> str:
+    """The per-class table of a ``scores_json`` report."""
     lines = [f"{'class':<16} IoU"]
-    for name, value in zip(TRAIN_CLASS_NAMES, scores.iou, strict=True):
-        lines.append(f"{name:<16} {'  n/a' if not np.isfinite(value) else f'{value:.4f}'}")
-    lines.append(f"{'mIoU':<16} {scores.miou:.4f}")
+    for name, value in report["per_class_IoU"].items():
+        lines.append(f"{name:<16} {'  n/a' if value is None else f'{value:.4f}'}")
+    miou = report["mIoU"]
+    lines.append(f"{'mIoU':<16} {'n/a' if miou is None else f'{miou:.4f}'}")
     return "\n".join(lines)
 
 

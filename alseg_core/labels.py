@@ -100,18 +100,6 @@ class LabelState:
         )
         return replace(self, images=images, history=(*self.history, entry))
 
-    def cost_calibration(self) -> tuple[float, int]:
-        """(charged / estimated cost over past deliveries that had an estimate, their count).
-
-        Selection estimates a unit's cost from the predicted segmentation, which misses
-        small and merged instances; the ratio of what was charged to what was estimated
-        in earlier rounds corrects the next round's estimates. (1.0, 0) without data.
-        """
-        done = [h for h in self.history if h.est_cost > 0]
-        if not done:
-            return 1.0, 0
-        return sum(h.cost for h in done) / sum(h.est_cost for h in done), len(done)
-
     def to_json(self) -> dict:
         return {
             "format": STATE_FORMAT,

@@ -40,23 +40,10 @@ def _current_umask() -> int:
 
 _UMASK = _current_umask()
 
-# Fault injection for the crash tests (set by the CLI from ALSEG_TEST_KILL_AT_WRITE):
-# the process SIGKILLs itself inside its n-th write: for a local file after the data is
-# on disk under the temporary name and before the rename, for an object before its
-# upload. Never set in normal use.
-kill_at_write: int | None = None
-_writes_done = 0
-
-
-def _fault_point() -> None:
-    global _writes_done
-    if kill_at_write is None:
-        return
-    _writes_done += 1
-    if _writes_done >= kill_at_write:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
+# Called with the URL just before a write becomes visible (local: the data is on disk
+# under a temporary name, not yet renamed; object store: before the upload). None in
+# normal use; ``alseg_core.faults`` sets it for the crash tests.
+before_commit: Callable[[str], None] | None = None
 
 
 # Remote calls that fail transiently (connection refused or reset, timeouts, 5xx that
@@ -184,7 +171,8 @@ def write_bytes(url: str, data: bytes) -> None:
     """Write ``data`` atomically: readers see the old file or the whole new one."""
     fs, path = filesystem(url)
     if is_remote(url):
-        _fault_point()
+        if before_commit is not None:
+            before_commit(url)
 
         def put() -> None:
             # One PUT: the object appears whole or not at all.
@@ -202,7 +190,8 @@ def write_bytes(url: str, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        _fault_point()
+        if before_commit is not None:
+            before_commit(url)
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from alseg_core import storage
-from alseg_core.config import TrainConfig
 from alseg_core.datasets import cityscapes
 from alseg_core.datasets.labels import label_ids_to_train_ids
 from alseg_core.datasets.transforms import (
@@ -31,7 +30,7 @@ from alseg_core.datasets.transforms import (
 )
 from alseg_core.inference import resolve_device
 from alseg_core.models import SegmentationModel, build_model
-from alseg_core.training_items import TrainItem
+from alseg_core.training_spec import TrainConfig, TrainItem
 from alseg_core.types import IGNORE_INDEX
 
 CHECKPOINT_FORMAT = 1
@@ -236,7 +235,10 @@ def train(
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     first_epoch = 0
-    identity = _run_identity(items, model_name, cfg, init_from, learning_loss, data_fingerprint)
+    # The starting weights enter the identity by content, so the same run gives the same
+    # checkpoint whatever folder the previous round's checkpoint sits in.
+    init_id = hashlib.sha256(storage.read_bytes(init_from)).hexdigest() if init_from else None
+    identity = _run_identity(items, model_name, cfg, init_id, learning_loss, data_fingerprint)
     partial_url = checkpoint_url + ".partial"
 
     def same_run(url: str) -> dict | None:

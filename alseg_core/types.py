@@ -11,23 +11,17 @@ Every array in alseg follows one convention, documented here once:
 - ``images``       : (N, 3, H, W) float32 normalised tensor batch
 - ``logits/probs`` : (N, C, H, W) float32
 - ``pixel_scores`` : (N, H, W) float32, higher = more informative
+- ``region_scores``: (n_regions,) float64 mean pixel score per region, NaN for none
+- ``PixelStats``   : what a scorer sees (``alseg_core.active.scorers``): the deterministic
+                     ``logits`` and the MC means ``mean_probs``, ``mean_sq_probs``
+                     (N, C, H, W) and ``mean_entropy`` (N, H, W), torch tensors
+- pool item        : (image id, region id); region -1 is the whole image
 """
 
 from __future__ import annotations
 
 IGNORE_INDEX: int = 255
 
-#: MC-dropout strategies and every strategy that scores pixels (see ``uncertainty``).
-MC_STRATEGIES: tuple[str, ...] = ("mc_entropy", "mc_variance", "bald")
-PIXEL_STRATEGIES: tuple[str, ...] = ("softmax_entropy", *MC_STRATEGIES)
-
-#: Names of the models in ``alseg_core.models``'s registry (checked there), known here so
-#: that validating params does not import torch.
-MODEL_NAMES: tuple[str, ...] = (
-    "drn_d_22",
-    "lraspp_mobilenet_v3_large",
-    "deeplabv3_mobilenet_v3_large",
-)
 NUM_CLASSES: int = 19
 
 #: ImageNet statistics; models are trained from scratch but the normalisation keeps

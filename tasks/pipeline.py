@@ -18,6 +18,9 @@ from prefect.artifacts import create_markdown_artifact
 from alseg_core import storage
 from alseg_core.annotation import check_delivery_path
 from alseg_core.config import load_config
+from alseg_core.pipeline.layout import RoundLayout
+
+LAYOUT = RoundLayout()  # the DVC pipeline's round layout, as in dvc.yaml
 
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
 
@@ -70,7 +73,7 @@ def next_round(repo: str) -> int:
 @task(name="export-request", **IO_RETRIES)
 def export_request(repo: str, k: int, export_root: str) -> str:
     """Copy the round's request folder to the configured export location (path or s3://)."""
-    source = Path(repo) / "data" / "rounds" / f"r{k}" / "request"
+    source = Path(repo) / LAYOUT.request(k)
     target = storage.join(export_root, f"round-{k}", "request")
     for path in sorted(source.rglob("*")):
         if path.is_file():
@@ -84,7 +87,7 @@ def export_request(repo: str, k: int, export_root: str) -> str:
 def fetch_delivery(repo: str, k: int, url: str) -> str:
     """Copy delivered ``<image_id>.png`` masks from ``url`` into ``deliveries/r<k>/``."""
     check_delivery_path(url)
-    inbox = Path(repo) / "deliveries" / f"r{k}"
+    inbox = Path(repo) / LAYOUT.inbox(k)
     names = [
         u.replace("\\", "/").rsplit("/", 1)[-1] for u in storage.glob(storage.join(url, "*.png"))
     ]
@@ -100,12 +103,12 @@ def fetch_delivery(repo: str, k: int, url: str) -> str:
 @task(name="publish-artifacts")
 def publish_artifacts(repo: str, k: int, request_url: str | None) -> str:
     """Markdown artifacts: the learning curve so far and where the request files are."""
-    publish = Path(repo) / "data" / "rounds" / f"r{k}" / "publish"
-    rows = (publish / "curve.csv").read_text().strip().splitlines()
+    publish = Path(repo) / LAYOUT.publish(k)
+    rows = (Path(repo) / LAYOUT.curve(k)).read_text().strip().splitlines()
     header = rows[0].split(",")
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     table += ["| " + " | ".join(r.split(",")) + " |" for r in rows[1:]]
-    request = Path(repo) / "data" / "rounds" / f"r{k}" / "request"
+    request = Path(repo) / LAYOUT.request(k)
     files = [
         f"- request list: `{request / 'request.csv'}`",
         f"- pre-annotation masks: `{request / 'preannotations'}`",
@@ -130,7 +133,7 @@ def commit_tag_push(repo: str, k: int) -> str:
     """Commit the lock file and params, tag ``round-<k>``, push the round's data to the remote."""
     git = ["git", "-c", "user.name=alseg", "-c", "user.email=alseg@localhost"]
     paths = ["dvc.lock", "params.yaml"] + (
-        ["deliveries"] if (Path(repo) / "deliveries").exists() else []
+        [LAYOUT.inbox_base] if (Path(repo) / LAYOUT.inbox_base).exists() else []
     )
     _run([*git, "add", *paths], repo)
     status = _run(["git", "status", "--porcelain", "--", *paths], repo)

@@ -122,12 +122,6 @@ def read_instances(sample: Sample, *, shape: tuple[int, int] | None = None) -> n
     return inst
 
 
-def read_labelled_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-    """(image, train-id label) of ``sample``, checked to have the same size."""
-    image = read_image(sample)
-    return image, read_label(sample, shape=image.shape[:2])
-
-
 def _check_mask(mask: np.ndarray, url: str, shape: tuple[int, int] | None) -> None:
     if mask.ndim != 2:
         raise ValueError(f"{url}: expected a single-channel label PNG, got shape {mask.shape}")

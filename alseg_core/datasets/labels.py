@@ -117,12 +117,3 @@ def label_ids_to_train_ids(label_ids: np.ndarray, *, source: str = "label map") 
 def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
     """(H, W) train ids -> (H, W) uint8 label ids (ignore becomes 0, 'unlabeled')."""
     return TRAIN_ID_TO_ID[np.asarray(train_ids).astype(np.int64)]
-
-
-def train_ids_to_color(train_ids: np.ndarray) -> np.ndarray:
-    """(H, W) train ids -> (H, W, 3) uint8 Cityscapes palette colours (ignore = black)."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for label in LABELS:
-        if label.train_id < NUM_CLASSES:
-            palette[label.train_id] = label.color
-    return palette[np.asarray(train_ids).astype(np.int64)]

@@ -59,24 +59,3 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGE_STD).view(3, 1, 1)
     return (t - mean) / std
-
-
-def partial_label(label: np.ndarray, labelled: np.ndarray) -> np.ndarray:
-    """Keep labels where ``labelled`` is True, IGNORE_INDEX elsewhere.
-
-    label : (H, W) uint8 train ids; labelled : (H, W) bool.
-    """
-    if label.shape != labelled.shape:
-        raise ValueError(f"label shape {label.shape} != labelled-mask shape {labelled.shape}")
-    out = np.full_like(label, IGNORE_INDEX)
-    out[labelled] = label[labelled]
-    return out
-
-
-def region_mask(region_map: np.ndarray, region_ids: np.ndarray | list[int]) -> np.ndarray:
-    """(H, W) bool: pixels of ``region_map`` whose region id is in ``region_ids``."""
-    ids = np.asarray(region_ids, dtype=np.int64)
-    lut = np.zeros(int(region_map.max()) + 1, dtype=bool)
-    ids = ids[(ids >= 0) & (ids < lut.size)]
-    lut[ids] = True
-    return lut[region_map]

@@ -8,13 +8,21 @@ MC dropout runs the trunk once per batch and the head D times.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alseg_core.types import MODEL_NAMES
+from alseg_core.models.registry import MODEL_REGISTRY, model_builder, register_model
+
+__all__ = [
+    "MODEL_REGISTRY",
+    "DropoutHead",
+    "SegmentationModel",
+    "build_model",
+    "register_model",
+]
 
 
 class DropoutHead(nn.Module):
@@ -27,7 +35,18 @@ class DropoutHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifiers = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in in_channels)
 
-    def forward(self, features: tuple[torch.Tensor, ...], size: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self,
+        features: tuple[torch.Tensor, ...],
+        size: tuple[int, int] | None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Logits at ``size`` (None: at the resolution of the first feature map).
+
+        generator : MC-dropout mode: dropout is applied whatever the module's mode, its
+        masks drawn from ``generator`` (never from torch's global generator).
+        """
         if len(features) != len(self.classifiers):
             raise ValueError(
                 f"head expects {len(self.classifiers)} feature maps, got {len(features)}"
@@ -35,11 +54,21 @@ class DropoutHead(nn.Module):
         base = features[0].shape[-2:]
         logits = None
         for feat, classifier in zip(features, self.classifiers, strict=True):
-            out = classifier(self.dropout(feat))
+            dropped = self.dropout(feat) if generator is None else self._mc_drop(feat, generator)
+            out = classifier(dropped)
             if out.shape[-2:] != base:
                 out = F.interpolate(out, size=base, mode="bilinear", align_corners=False)
             logits = out if logits is None else logits + out
+        if size is None or tuple(size) == tuple(base):
+            return logits
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+    def _mc_drop(self, feat: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        p = self.dropout.p
+        if p == 0.0:
+            return feat
+        keep = torch.empty_like(feat).bernoulli_(1.0 - p, generator=generator)
+        return feat * keep / (1.0 - p)
 
 
 class SegmentationModel(nn.Module):
@@ -75,30 +104,6 @@ class SegmentationModel(nn.Module):
         logits = self.head(features, tuple(images.shape[-2:]))
         return logits, self.loss_module(taps)
 
-    def eval_trunk_train_head(self) -> SegmentationModel:
-        """BatchNorm frozen (eval) everywhere, dropout active in the head: MC-dropout mode."""
-        self.eval()
-        self.head.dropout.train()
-        return self
-
-
-ModelBuilder = Callable[..., SegmentationModel]
-MODEL_REGISTRY: dict[str, ModelBuilder] = {}
-
-
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator adding a builder to the registry; duplicate names are refused."""
-
-    def deco(fn: ModelBuilder) -> ModelBuilder:
-        if name in MODEL_REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        if name not in MODEL_NAMES:
-            raise ValueError(f"model {name!r} must also be listed in alseg_core.types.MODEL_NAMES")
-        MODEL_REGISTRY[name] = fn
-        return fn
-
-    return deco
-
 
 def build_model(
     name: str, *, num_classes: int = 19, dropout: float = 0.5, learning_loss: bool = False
@@ -107,11 +112,10 @@ def build_model(
 
     learning_loss : attach a loss-prediction module (Yoo & Kweon 2019) to the trunk.
     """
-    if name not in MODEL_REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODEL_REGISTRY)}")
+    builder = model_builder(name)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    model = MODEL_REGISTRY[name](num_classes=num_classes, dropout=dropout)
+    model = builder(num_classes=num_classes, dropout=dropout)
     if learning_loss:
         from alseg_core.models.learning_loss import LOSS_TAPS, LossPredictionModule, TapRecorder
 

@@ -13,7 +13,8 @@ import math
 import torch
 from torch import nn
 
-from alseg_core.models.base import DropoutHead, SegmentationModel, register_model
+from alseg_core.models.base import DropoutHead, SegmentationModel
+from alseg_core.models.registry import register_model
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:

@@ -10,7 +10,8 @@ from torchvision.models.segmentation import (
     lraspp_mobilenet_v3_large,
 )
 
-from alseg_core.models.base import DropoutHead, SegmentationModel, register_model
+from alseg_core.models.base import DropoutHead, SegmentationModel
+from alseg_core.models.registry import register_model
 
 
 class LRASPPTrunk(nn.Module):

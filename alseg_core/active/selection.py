@@ -1,14 +1,13 @@
-"""Aggregation of pixel scores to units and selection under an annotation-cost budget.
+"""Selection under an annotation-cost budget.
 
-Units: an image (``region = -1``) or one superpixel of an image. Pixel -> region
-aggregation is a bincount over the precomputed region map; selection is greedy on
+Units: an image (``region = -1``) or one superpixel of an image. Selection is greedy on
 score (or a seeded random order) until the budget is spent. Units already labelled are
-never candidates. Ground truth is never read here.
+never candidates (``candidates_for_image``). Ground truth is never read here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,39 +17,39 @@ SUPERPIXEL_UNIT = "superpixel"
 UNITS = (IMAGE_UNIT, SUPERPIXEL_UNIT)
 
 
-def region_means(
-    pixel_scores: np.ndarray,
-    region_map: np.ndarray,
-    *,
-    n_regions: int | None = None,
-    valid: np.ndarray | None = None,
-) -> np.ndarray:
-    """Mean score per region id 0..n_regions-1 over ``valid`` pixels (NaN for none).
-
-    pixel_scores : (H, W) float; region_map : (H, W) int; valid : (H, W) bool or None.
-    """
-    if pixel_scores.shape != region_map.shape:
-        raise ValueError(
-            f"scores shape {pixel_scores.shape} != region map shape {region_map.shape}"
-        )
-    n = int(region_map.max()) + 1 if n_regions is None else n_regions
-    regions = region_map.ravel()
-    scores = pixel_scores.ravel().astype(np.float64)
-    if valid is not None:
-        keep = valid.ravel()
-        regions, scores = regions[keep], scores[keep]
-    sums = np.bincount(regions, weights=scores, minlength=n)
-    counts = np.bincount(regions, minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
 @dataclass(frozen=True)
 class Candidate:
+    """One pool unit: (image id, region id; -1 = the whole image), score, estimated cost."""
+
     image_id: str
-    region: int  # -1 for the whole image
+    region: int
     score: float
     est_cost: int
+
+
+def candidates_for_image(
+    image_id: str,
+    region_scores: Sequence[float] | np.ndarray,
+    region_costs: Sequence[int] | np.ndarray,
+    *,
+    labelled_regions: Iterable[int] = (),
+) -> list[Candidate]:
+    """The superpixels of one image not yet labelled; NaN scores (no valid pixel) rank last.
+
+    region_scores : (n_regions,) float; region_costs : (n_regions,) int estimated costs.
+    """
+    if len(region_scores) != len(region_costs):
+        raise ValueError(
+            f"{image_id}: {len(region_scores)} region scores but {len(region_costs)} region costs"
+        )
+    done = set(labelled_regions)
+    out = []
+    for region, (score, cost) in enumerate(zip(region_scores, region_costs, strict=True)):
+        if region in done:
+            continue
+        value = -np.inf if score is None or np.isnan(score) else float(score)
+        out.append(Candidate(image_id, region, value, int(cost)))
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""Scoring the unlabelled pool: per-pixel scores of every strategy, aggregated per image
-and per superpixel, with the annotation cost estimated from the prediction.
+"""Scoring the unlabelled pool: per-pixel scores of every registered pixel strategy,
+aggregated per image and per superpixel, with the annotation cost estimated from the
+prediction.
 
-One MC-dropout run gives all strategies at once (softmax entropy from the deterministic
-pass; MC entropy, MC variance and BALD from D head passes over one trunk pass). The
-result is one Parquet row per image; ground truth is never read.
+One MC-dropout run gives all strategies at once (one trunk pass, the deterministic head
+and D dropout head passes -> ``PixelStats``; each strategy's scorer reads those). The
+result is one Parquet row per image (the score step's storage format; selection reads
+it back); ground truth is never read.
 """
 
 from __future__ import annotations
@@ -16,42 +18,16 @@ import numpy as np
 import pyarrow as pa
 
 from alseg_core import storage
-from alseg_core.annotation import component_map
+from alseg_core.active.costs import component_map, estimate_costs
+from alseg_core.active.regions import region_means
+from alseg_core.active.strategies import pixel_strategies
 from alseg_core.datasets import cityscapes
-from alseg_core.selection import region_means
-from alseg_core.types import IGNORE_INDEX, NUM_CLASSES, PIXEL_STRATEGIES
+from alseg_core.types import IGNORE_INDEX, NUM_CLASSES
 
 if TYPE_CHECKING:  # torch is imported where a model runs, so reading scores stays light
     from alseg_core.models import SegmentationModel
 
 SCORES_FORMAT = "alseg-scores/1"
-
-
-def estimate_costs(
-    prediction: np.ndarray, region_map: np.ndarray | None, labelled: np.ndarray | None
-) -> tuple[int, np.ndarray, int]:
-    """Estimated cost of the image and of each region, from a predicted train-id map.
-
-    Predicted instances are connected components of each predicted class; those that
-    touch already-labelled pixels (``labelled`` True) are free. Returns (image cost,
-    (n_regions,) int64 region costs; empty without a region map, and the number of
-    predicted instances ignoring what is labelled, which calibrates the estimate).
-    """
-    comp, keys = component_map(prediction)
-    n = len(keys)
-    free = np.zeros(n + 1, bool)
-    if labelled is not None and labelled.any():
-        touched = np.unique(comp[labelled & (comp >= 0)])
-        free[touched] = True
-    image_cost = int(n - free[:n].sum())
-    if region_map is None:
-        return image_cost, np.zeros(0, np.int64), n
-    n_regions = int(region_map.max()) + 1
-    ok = comp >= 0
-    pairs = np.unique(region_map[ok].astype(np.int64) * (n + 1) + comp[ok])
-    regions, comps = pairs // (n + 1), pairs % (n + 1)
-    keep = ~free[comps]
-    return image_cost, np.bincount(regions[keep], minlength=n_regions).astype(np.int64), n
 
 
 @dataclass(frozen=True)
@@ -90,50 +66,49 @@ def score_pool(
     import torch
     from tqdm import tqdm
 
+    from alseg_core.active.scorers import mc_statistics
     from alseg_core.datasets.transforms import to_tensor
     from alseg_core.inference import image_batches, resolve_device
-    from alseg_core.uncertainty import mc_dropout_scores
 
+    strategies = pixel_strategies()
+    if params.heat_strategy not in {s.name for s in strategies}:
+        raise ValueError(f"heat strategy {params.heat_strategy!r} does not score pixels")
     dev = resolve_device(params.device)
     model.to(dev).eval()
     rows = []
     bar = tqdm(total=len(samples), desc="score", unit="img", disable=not progress)
     for batch_index, (batch, images) in enumerate(image_batches(samples, params.batch_size)):
         x = torch.stack([to_tensor(img) for img in images]).to(dev)
-        out = mc_dropout_scores(
-            model, x, passes=params.mc_passes, generator_seed=params.seed * 1_000_003 + batch_index
-        )
-        out = {
-            k: v.float().cpu().numpy() if k != "prediction" else v.cpu().numpy()
-            for k, v in out.items()
-        }
+        generator = torch.Generator(device=dev).manual_seed(params.seed * 1_000_003 + batch_index)
+        stats = mc_statistics(model, x, passes=params.mc_passes, generator=generator)
+        prediction = stats.logits.argmax(1).cpu().numpy().astype(np.uint8)
+        pixel = {s.name: s.pixel_scores(stats).float().cpu().numpy() for s in strategies}
         ll = None
         if model.loss_module is not None:
             with torch.no_grad():
                 ll = model.forward_with_loss_prediction(x)[1].float().cpu().numpy()
         for j, sample in enumerate(batch):
-            pred = out["prediction"][j].astype(np.uint8)
+            pred = prediction[j]
             valid = pred != IGNORE_INDEX
             regions = region_maps(sample.image_id)
             labelled = labelled_masks(sample.image_id)
             labelled_px = labelled != IGNORE_INDEX if labelled is not None else None
-            image_cost, region_costs, predicted = estimate_costs(pred, regions, labelled_px)
+            image_cost, region_costs, _ = estimate_costs(pred, regions, labelled_px)
             row = {
                 "image_id": sample.image_id,
                 "height": pred.shape[0],
                 "width": pred.shape[1],
                 "image_est_cost": image_cost,
                 "region_est_cost": region_costs.tolist(),
-                "image_pred_instances": predicted,
             }
-            for strategy in PIXEL_STRATEGIES:
-                px = out[strategy][j]
-                row[f"image_{strategy}"] = float(px[valid].mean()) if valid.any() else 0.0
-                row[f"region_{strategy}"] = (
+            for name, scores in pixel.items():
+                px = scores[j]
+                row[f"image_{name}"] = float(px[valid].mean()) if valid.any() else 0.0
+                row[f"region_{name}"] = (
                     region_means(px, regions, valid=valid).tolist() if regions is not None else []
                 )
             row["image_learning_loss"] = float(ll[j]) if ll is not None else float("nan")
-            heat = _downsample(out[params.heat_strategy][j], params.heat_stride)
+            heat = _downsample(pixel[params.heat_strategy][j], params.heat_stride)
             row.update(heat=heat.tobytes(), heat_h=heat.shape[0], heat_w=heat.shape[1])
             rows.append(row)
         bar.update(len(batch))

@@ -1,0 +1,135 @@
+"""The cost model: one labelled object instance = one unit of annotation cost.
+
+Things are the instances of ``*_instanceIds.png`` (id >= 1000); stuff, and thing pixels
+without an instance id (crowds), count one instance per connected component of their
+class. An image costs all its instances; a superpixel costs the instances that overlap
+it, minus those already labelled. Void pixels are never labelled nor charged.
+
+- ``component_map`` splits a label map into countable instances (the oracle charges
+  with it; ``full_image_cost`` is the cost of a whole image, for reporting);
+- ``estimate_costs`` estimates image and region costs from a *predicted* map (selection
+  never reads ground truth);
+- ``cost_calibration`` corrects the estimate by what labelling really cost so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import numpy as np
+from scipy import ndimage
+
+from alseg_core.active.selection import IMAGE_UNIT, Candidate
+from alseg_core.datasets import cityscapes
+from alseg_core.labels import LabelState
+from alseg_core.types import NUM_CLASSES
+
+
+def component_map(
+    label: np.ndarray, instances: np.ndarray | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Split a train-id map into countable instances.
+
+    label     : (H, W) uint8 train ids; instances : (H, W) int32 Cityscapes instance ids
+    (None: every class is split into connected components, as for a prediction).
+    Returns (H, W) int32 component index (-1 on void) and the key of each index
+    (``i<instance id>`` for things, ``s<train id>_<k>`` for connected components).
+    """
+    comp = np.full(label.shape, -1, np.int32)
+    keys: list[str] = []
+    valid = label < NUM_CLASSES
+    thing = np.zeros(label.shape, bool)
+    if instances is not None:
+        thing = valid & (instances >= 1000)
+        ids, inverse = np.unique(instances[thing], return_inverse=True)
+        comp[thing] = inverse.astype(np.int32)
+        keys = [f"i{int(i)}" for i in ids]
+    for cls in np.unique(label[valid & ~thing]):
+        cc, n = ndimage.label((label == cls) & ~thing)
+        sel = cc > 0
+        comp[sel] = cc[sel] - 1 + len(keys)
+        keys += [f"s{int(cls)}_{k}" for k in range(n)]
+    return comp, keys
+
+
+def touched_components(comp: np.ndarray, area: np.ndarray | None) -> np.ndarray:
+    """Indices of components with a pixel in ``area`` (bool mask, None = whole image)."""
+    values = comp if area is None else comp[area]
+    values = values[values >= 0]
+    return np.unique(values)
+
+
+def full_image_cost(sample: cityscapes.Sample) -> int:
+    """Instances in the whole image: the cost of labelling it from scratch."""
+    label = cityscapes.read_label(sample)
+    instances = (
+        cityscapes.read_instances(sample, shape=label.shape) if sample.instance_url else None
+    )
+    return len(component_map(label, instances)[1])
+
+
+def estimate_costs(
+    prediction: np.ndarray, region_map: np.ndarray | None, labelled: np.ndarray | None
+) -> tuple[int, np.ndarray, int]:
+    """Estimated cost of the image and of each region, from a predicted train-id map.
+
+    Predicted instances are connected components of each predicted class; those that
+    touch already-labelled pixels (``labelled`` True) are free. Returns (image cost,
+    (n_regions,) int64 region costs; empty without a region map, and the number of
+    predicted instances ignoring what is labelled, which calibrates the estimate).
+    """
+    comp, keys = component_map(prediction)
+    n = len(keys)
+    free = np.zeros(n + 1, bool)
+    if labelled is not None and labelled.any():
+        touched = np.unique(comp[labelled & (comp >= 0)])
+        free[touched] = True
+    image_cost = int(n - free[:n].sum())
+    if region_map is None:
+        return image_cost, np.zeros(0, np.int64), n
+    n_regions = int(region_map.max()) + 1
+    ok = comp >= 0
+    pairs = np.unique(region_map[ok].astype(np.int64) * (n + 1) + comp[ok])
+    regions, comps = pairs // (n + 1), pairs % (n + 1)
+    keep = ~free[comps]
+    return image_cost, np.bincount(regions[keep], minlength=n_regions).astype(np.int64), n
+
+
+CALIBRATION_RANGE = (0.2, 5.0)
+
+
+def cost_calibration(
+    state: LabelState, *, unit: str, predicted_on_labelled: Mapping[str, int] | None = None
+) -> tuple[float, str]:
+    """Factor true cost / estimated cost, and what it was measured on.
+
+    Image unit: over fully labelled images, the instances the annotator labelled against
+    the instances the current model predicts there (``predicted_on_labelled``: image id
+    -> predicted instances), so the seed set already calibrates round 1. Superpixel
+    unit: charged / estimated cost of the earlier deliveries that had an estimate.
+    1.0 without data; clipped to ``CALIBRATION_RANGE``.
+    """
+    factor, basis = 1.0, "no labelled data yet"
+    if unit == IMAGE_UNIT:
+        true = pred = n = 0
+        for image_id, predicted in sorted((predicted_on_labelled or {}).items()):
+            keys = state.instance_keys(image_id)
+            if state.is_fully_labelled(image_id) and keys and predicted > 0:
+                true, pred, n = true + len(keys), pred + int(predicted), n + 1
+        if n:
+            factor, basis = true / pred, f"{n} labelled images"
+    else:
+        done = [h for h in state.history if h.est_cost > 0]
+        if done:
+            factor = sum(h.cost for h in done) / sum(h.est_cost for h in done)
+            basis = f"{len(done)} earlier deliveries"
+    lo, hi = CALIBRATION_RANGE
+    return float(min(max(factor, lo), hi)), basis
+
+
+def calibrated(cands: list[Candidate], factor: float) -> list[Candidate]:
+    """Candidates with their estimated cost scaled by ``factor`` (at least 1 each)."""
+    if factor == 1.0:
+        return cands
+    return [replace(c, est_cost=max(1, round(c.est_cost * factor))) for c in cands]

@@ -1,0 +1,169 @@
+"""Uncertainty scorers (higher = more informative) and streaming MC dropout.
+
+A scorer is a pure function ``PixelStats -> (N, H, W)`` pixel scores; shapes follow
+``alseg_core.types``. MC dropout runs the trunk once per batch and the dropout head D
+times, keeping running sums Σp, Σp² and ΣH(p) only, so memory does not grow with D.
+Dropout masks come from a ``torch.Generator`` passed in, never from global state.
+
+- softmax entropy  H(p) of one deterministic pass
+- MC entropy       H(mean_d p_d), the entropy of the mean softmax
+- MC variance      mean over classes of Var_d[p_d(c)] (the reference's best strategy)
+- BALD             H(mean_d p_d) - mean_d H(p_d), the mutual information
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+EPS = 1e-12
+__all__ = [
+    "MCAccumulator",
+    "PixelStats",
+    "bald",
+    "entropy",
+    "mc_dropout_scores",
+    "mc_entropy",
+    "mc_statistics",
+    "mc_variance",
+    "softmax_entropy",
+]
+
+
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) probabilities -> (N, H, W) entropy in nats."""
+    return -(probs * torch.log(probs.clamp_min(EPS))).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class PixelStats:
+    """What a scorer sees for a batch: the deterministic pass and the MC moments.
+
+    logits        : (N, C, H, W) of the deterministic pass (None if not run)
+    mean_probs    : (N, C, H, W) mean softmax over the D dropout passes
+    mean_sq_probs : (N, C, H, W) mean squared softmax
+    mean_entropy  : (N, H, W) mean entropy of the passes
+    passes        : D
+    """
+
+    logits: torch.Tensor | None
+    mean_probs: torch.Tensor
+    mean_sq_probs: torch.Tensor
+    mean_entropy: torch.Tensor
+    passes: int
+
+    @classmethod
+    def from_samples(cls, probs: Any, *, logits: Any = None) -> PixelStats:
+        """Statistics of D softmax samples ``probs`` (D, N, C, H, W), numpy or torch."""
+        p = torch.as_tensor(probs)
+        if p.ndim != 5:
+            raise ValueError(f"probs must be (D, N, C, H, W), got shape {tuple(p.shape)}")
+        acc = MCAccumulator()
+        for sample in p:
+            acc.update(sample)
+        return acc.stats(None if logits is None else torch.as_tensor(logits))
+
+
+def softmax_entropy(stats: PixelStats) -> torch.Tensor:
+    """Entropy of the deterministic pass's softmax (of the MC mean without one)."""
+    if stats.logits is None:
+        return entropy(stats.mean_probs)
+    return entropy(torch.softmax(stats.logits, dim=1))
+
+
+def mc_entropy(stats: PixelStats) -> torch.Tensor:
+    """Entropy of the mean softmax over the D passes."""
+    return entropy(stats.mean_probs)
+
+
+def mc_variance(stats: PixelStats) -> torch.Tensor:
+    """Mean over classes of the per-class variance E[p²] - E[p]²."""
+    return (stats.mean_sq_probs - stats.mean_probs**2).clamp_min(0.0).mean(dim=1)
+
+
+def bald(stats: PixelStats) -> torch.Tensor:
+    """Mutual information H(E[p]) - E[H(p)], clamped at 0 for rounding."""
+    return (entropy(stats.mean_probs) - stats.mean_entropy).clamp_min(0.0)
+
+
+class MCAccumulator:
+    """Running Σp, Σp², ΣH(p) over stochastic passes; memory independent of D."""
+
+    def __init__(self) -> None:
+        self.sum_p: torch.Tensor | None = None
+        self.sum_p2: torch.Tensor | None = None
+        self.sum_h: torch.Tensor | None = None
+        self.passes = 0
+
+    def update(self, probs: torch.Tensor) -> None:
+        """Add one pass: (N, C, H, W) probabilities."""
+        h = entropy(probs)
+        if self.sum_p is None:
+            self.sum_p, self.sum_p2, self.sum_h = probs.clone(), probs * probs, h
+        else:
+            self.sum_p += probs
+            self.sum_p2 += probs * probs
+            self.sum_h += h
+        self.passes += 1
+
+    def stats(self, logits: torch.Tensor | None = None) -> PixelStats:
+        if self.passes == 0 or self.sum_p is None:
+            raise ValueError("MCAccumulator: no passes accumulated")
+        return PixelStats(
+            logits,
+            self.sum_p / self.passes,
+            self.sum_p2 / self.passes,
+            self.sum_h / self.passes,
+            self.passes,
+        )
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        """{'mc_entropy', 'mc_variance', 'bald'} -> (N, H, W) each."""
+        stats = self.stats()
+        return {
+            "mc_entropy": mc_entropy(stats),
+            "mc_variance": mc_variance(stats),
+            "bald": bald(stats),
+        }
+
+
+@torch.no_grad()
+def mc_statistics(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    *,
+    passes: int,
+    generator: torch.Generator,
+) -> PixelStats:
+    """One deterministic pass and ``passes`` dropout passes of the head over one trunk pass.
+
+    model  : a SegmentationModel (``trunk`` + ``head``); BatchNorm stays in eval mode.
+    images : (N, 3, H, W) on the model's device; ``generator`` on that device too.
+    """
+    if passes < 1:
+        raise ValueError(f"MC dropout needs passes >= 1, got {passes}")
+    size = tuple(images.shape[-2:])
+    model.eval()
+    features = model.trunk(images)  # once
+    logits = model.head(features, size)
+    acc = MCAccumulator()
+    for _ in range(passes):
+        acc.update(torch.softmax(model.head(features, size, generator=generator), dim=1))
+    return acc.stats(logits)
+
+
+def mc_dropout_scores(
+    model: torch.nn.Module, images: torch.Tensor, *, passes: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """The built-in pixel scores of a batch and the deterministic 'prediction' (N, H, W)."""
+    stats = mc_statistics(model, images, passes=passes, generator=generator)
+    assert stats.logits is not None
+    return {
+        "softmax_entropy": softmax_entropy(stats),
+        "mc_entropy": mc_entropy(stats),
+        "mc_variance": mc_variance(stats),
+        "bald": bald(stats),
+        "prediction": stats.logits.argmax(1),
+    }

@@ -1,0 +1,230 @@
+"""Strategies: one registered object each, composing scorer -> aggregation -> selection.
+
+A :class:`Strategy` names a pixel scorer (``PixelStats -> (N, H, W)``, higher = more
+informative), the units it supports and whether it needs MC dropout passes. Aggregation
+to regions (:func:`region_means`) and selection under a budget
+(:func:`select_under_budget`) are separate functions it composes, so a strategy works
+on arrays from any training loop; the pipeline's Parquet scores file is only how the
+score step hands its results to the select step.
+
+Adding a strategy touches one place: ``register_strategy`` (also from user code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, overload
+
+import numpy as np
+
+from alseg_core.active.regions import region_means
+from alseg_core.active.selection import (
+    IMAGE_UNIT,
+    SUPERPIXEL_UNIT,
+    UNITS,
+    Candidate,
+    Chosen,
+    candidates_for_image,
+    select_under_budget,
+)
+
+if TYPE_CHECKING:
+    from alseg_core.active.scorers import PixelStats
+    from alseg_core.labels import LabelState
+
+PixelScorer = Callable[["PixelStats"], Any]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """name; scorer (None: no pixel scores); units it supports; needs D dropout passes;
+    ``random_order``: select in a seeded random order instead of by score;
+    ``loss_prediction``: the image score is the model's predicted loss (Yoo & Kweon), so
+    training attaches a loss-prediction module."""
+
+    name: str
+    scorer: PixelScorer | None = None
+    units: tuple[str, ...] = UNITS
+    needs_mc: bool = False
+    random_order: bool = False
+    loss_prediction: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.units) - set(UNITS)
+        if not self.units or unknown:
+            raise ValueError(
+                f"strategy {self.name!r}: units must be among {UNITS}, got {self.units}"
+            )
+
+    @property
+    def has_pixel_scores(self) -> bool:
+        return self.scorer is not None
+
+    def pixel_scores(self, stats: PixelStats) -> Any:
+        """(N, H, W) scores; numpy in (``PixelStats.from_samples``) gives torch out."""
+        if self.scorer is None:
+            raise ValueError(f"strategy {self.name!r} has no pixel scorer")
+        return self.scorer(stats)
+
+    def region_scores(
+        self, pixel_scores: np.ndarray, region_map: np.ndarray, *, valid: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(n_regions,) mean pixel score per superpixel over ``valid`` pixels."""
+        n = int(np.asarray(region_map).max()) + 1
+        return region_means(pixel_scores, region_map, n_regions=n, valid=valid)
+
+    def select(
+        self,
+        candidates: Sequence[Candidate],
+        budget: int,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> Chosen:
+        """Greedy by score under ``budget``; a random-order strategy needs ``rng``."""
+        if self.random_order and rng is None:
+            raise ValueError(f"strategy {self.name!r} selects in random order: pass rng")
+        return select_under_budget(candidates, budget, rng=rng if self.random_order else None)
+
+    def check_unit(self, unit: str) -> None:
+        if unit not in UNITS:
+            raise ValueError(f"al.unit must be 'image' or 'superpixel', got {unit!r}")
+        if unit not in self.units:
+            raise ValueError(
+                f"al.strategy {self.name!r} scores {' and '.join(self.units)} units only: "
+                f"use al.unit {self.units[0]!r}"
+            )
+
+    def candidates(
+        self, rows: Iterable[Mapping], state: LabelState, *, unit: str
+    ) -> list[Candidate]:
+        """Every unit of the scored ``rows`` not yet labelled, with score and estimated cost.
+
+        rows: the scores table's rows (``image_id``, ``image_est_cost``,
+        ``region_est_cost`` and ``image_<name>`` / ``region_<name>`` for this strategy).
+        """
+        self.check_unit(unit)
+        out: list[Candidate] = []
+        for row in rows:
+            image_id = row["image_id"]
+            if state.is_fully_labelled(image_id):
+                continue
+            if unit == IMAGE_UNIT:
+                score = 0.0 if self.random_order else _column(row, f"image_{self.name}")
+                out.append(Candidate(image_id, -1, float(score), int(row["image_est_cost"])))
+                continue
+            costs = row["region_est_cost"]
+            scores = (
+                [0.0] * len(costs) if self.random_order else _column(row, f"region_{self.name}")
+            )
+            out += candidates_for_image(
+                image_id, scores, costs, labelled_regions=state.labelled_regions(image_id)
+            )
+        return out
+
+
+def _column(row: Mapping, key: str) -> Any:
+    if key not in row:
+        have = sorted(k for k in row if k.startswith(("image_", "region_")))
+        raise ValueError(f"scores have no column {key!r} (columns: {have})")
+    value = row[key]
+    if isinstance(value, list):
+        return [np.nan if v is None else v for v in value]
+    return np.nan if value is None else value
+
+
+STRATEGY_REGISTRY: dict[str, Strategy] = {}
+
+
+@overload
+def register_strategy(strategy: Strategy, /) -> Strategy: ...
+@overload
+def register_strategy(
+    name: str, /, *, units: tuple[str, ...] = ..., needs_mc: bool = ..., description: str = ...
+) -> Callable[[PixelScorer], PixelScorer]: ...
+
+
+def register_strategy(
+    strategy: Strategy | str,
+    /,
+    *,
+    units: tuple[str, ...] = UNITS,
+    needs_mc: bool = False,
+    description: str = "",
+) -> Strategy | Callable[[PixelScorer], PixelScorer]:
+    """Register a :class:`Strategy`, or use as ``@register_strategy("name", ...)`` on a
+    scorer ``PixelStats -> (N, H, W)``. A name already registered is refused."""
+    if isinstance(strategy, Strategy):
+        if strategy.name in STRATEGY_REGISTRY:
+            raise ValueError(f"strategy {strategy.name!r} is already registered")
+        STRATEGY_REGISTRY[strategy.name] = strategy
+        return strategy
+
+    def deco(scorer: PixelScorer) -> PixelScorer:
+        register_strategy(Strategy(strategy, scorer, units, needs_mc, description=description))
+        return scorer
+
+    return deco
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in STRATEGY_REGISTRY:
+        raise ValueError(f"al.strategy must be one of {tuple(STRATEGY_REGISTRY)}, got {name!r}")
+    return STRATEGY_REGISTRY[name]
+
+
+def check_strategy(strategy: str, unit: str) -> None:
+    """ValueError unless ``strategy`` is registered and supports ``unit``."""
+    get_strategy(strategy).check_unit(unit)
+
+
+def _builtin(name: str) -> PixelScorer:
+    """A built-in scorer of ``alseg_core.active.scorers``, imported (torch) on first use."""
+
+    def scorer(stats: PixelStats) -> Any:
+        from alseg_core.active import scorers
+
+        return getattr(scorers, name)(stats)
+
+    scorer.__name__ = scorer.__qualname__ = name
+    return scorer
+
+
+def _register_builtins() -> None:
+    lazy = _builtin
+
+    for strategy in (
+        Strategy("random", random_order=True, description="a seeded random order"),
+        Strategy("softmax_entropy", lazy("softmax_entropy"), description="H(p), one pass"),
+        Strategy("mc_entropy", lazy("mc_entropy"), needs_mc=True, description="H(E[p])"),
+        Strategy(
+            "mc_variance", lazy("mc_variance"), needs_mc=True,
+            description="mean per-class Var[p] (the reference's best)",
+        ),
+        Strategy("bald", lazy("bald"), needs_mc=True, description="H(E[p]) - E[H(p)]"),
+        Strategy(
+            "learning_loss", units=(IMAGE_UNIT,), loss_prediction=True,
+            description="predicted loss (Yoo & Kweon 2019), whole images",
+        ),
+    ):  # fmt: skip
+        register_strategy(strategy)
+
+
+def pixel_strategies() -> list[Strategy]:
+    """Registered strategies that score pixels, in registration order."""
+    return [s for s in STRATEGY_REGISTRY.values() if s.has_pixel_scores]
+
+
+_register_builtins()
+
+__all__ = [
+    "IMAGE_UNIT",
+    "STRATEGY_REGISTRY",
+    "SUPERPIXEL_UNIT",
+    "Strategy",
+    "check_strategy",
+    "get_strategy",
+    "pixel_strategies",
+    "register_strategy",
+]

@@ -1,0 +1,200 @@
+"""Deliveries: labels coming back for a request, from the oracle or from people.
+
+A delivery folder holds ``<image_id>.png`` masks and, when alseg wrote it (the oracle),
+delivery.json with the exact cost. ``read_delivery`` validates any delivery against its
+request before anything is merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from alseg_core import storage
+from alseg_core.active.costs import component_map
+from alseg_core.annotation.requests import Request, requested_area
+from alseg_core.datasets import cityscapes
+from alseg_core.datasets.labels import MAX_LABEL_ID, label_ids_to_train_ids
+from alseg_core.labels import ImageLabels
+from alseg_core.types import IGNORE_INDEX, NUM_CLASSES
+
+DELIVERY_FORMAT = "alseg-delivery/1"
+LABEL_FORMATS = ("train_ids", "label_ids")
+
+
+@dataclass(frozen=True)
+class DeliveredImage:
+    labels: ImageLabels
+    mask: np.ndarray  # (H, W) uint8 train ids, IGNORE_INDEX where not labelled
+    cost: int
+    outside_pixels: int = 0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    delivery_id: str
+    request_id: str
+    round: int
+    source: str  # "oracle" or "human"
+    images: tuple[DeliveredImage, ...]
+    warnings: tuple[str, ...] = field(default=())
+    estimated_cost: int = 0  # the request's cost estimate, kept to calibrate later rounds
+
+    @property
+    def cost(self) -> int:
+        return sum(i.cost for i in self.images)
+
+
+def write_delivery(directory: str, delivery: Delivery) -> None:
+    """Masks and delivery.json (last); the folder appears whole or not at all."""
+    with storage.output_dir(directory) as target:
+        _write_delivery(target, delivery)
+
+
+def _write_delivery(directory: str, delivery: Delivery) -> None:
+    for img in delivery.images:
+        storage.write_png(storage.join(directory, f"{img.labels.image_id}.png"), img.mask)
+    storage.write_json(
+        storage.join(directory, "delivery.json"),
+        {
+            "format": DELIVERY_FORMAT,
+            "delivery_id": delivery.delivery_id,
+            "request_id": delivery.request_id,
+            "round": delivery.round,
+            "source": delivery.source,
+            "cost": delivery.cost,
+            "estimated_cost": delivery.estimated_cost,
+            "images": {
+                img.labels.image_id: {
+                    "cost": img.cost,
+                    "instance_keys": sorted(img.labels.instance_keys),
+                }
+                for img in delivery.images
+            },
+        },
+    )
+
+
+def check_delivery_path(directory: str) -> None:
+    """A delivery is read from its own folder only: no '..', no links leading out of it."""
+    parts = str(directory).replace("\\", "/").split("/")
+    if ".." in parts:
+        raise ValueError(
+            f"{directory}: a delivery path must not contain '..' (give the folder itself)"
+        )
+    if storage.is_remote(directory) or not os.path.isdir(directory):
+        return
+    real = os.path.realpath(directory)
+    for name in sorted(os.listdir(directory)):
+        target = os.path.realpath(os.path.join(directory, name))
+        if os.path.commonpath([real, target]) != real:
+            raise ValueError(
+                f"{os.path.join(directory, name)}: links outside the delivery folder "
+                f"(to {target}); copy the file into the folder instead"
+            )
+
+
+def read_delivery(
+    directory: str,
+    request: Request,
+    samples: Mapping[str, cityscapes.Sample],
+    region_maps: Mapping[str, np.ndarray],
+    *,
+    label_format: str = "train_ids",
+) -> Delivery:
+    """Read and validate a delivery folder against ``request``.
+
+    A folder written by the oracle carries delivery.json with the exact cost; a human
+    delivery is a folder of ``<image_id>.png`` masks in train ids (255 = unlabelled) or
+    Cityscapes label ids (``label_format="label_ids"``, 0 = unlabelled) and is charged one
+    unit per connected component of each class in the delivered mask.
+    Raises ValueError naming the file for unknown or missing images, wrong sizes,
+    non-single-channel masks and unknown classes.
+    """
+    if label_format not in ("train_ids", "label_ids"):
+        raise ValueError(f"label_format must be 'train_ids' or 'label_ids', got {label_format!r}")
+    check_delivery_path(directory)
+    meta_url = storage.join(directory, "delivery.json")
+    meta = storage.read_json(meta_url) if storage.exists(meta_url) else None
+    if meta is not None and meta.get("request_id") != request.request_id:
+        raise ValueError(
+            f"{meta_url}: delivery answers request {meta.get('request_id')!r}, "
+            f"expected {request.request_id!r}"
+        )
+    files = {
+        url.replace("\\", "/").rsplit("/", 1)[-1][: -len(".png")]: url
+        for url in storage.glob(storage.join(directory, "*.png"))
+    }
+    requested = {i.image_id for i in request.items}
+    unknown = sorted(set(files) - requested)
+    if unknown:
+        raise ValueError(
+            f"{files[unknown[0]]}: image id {unknown[0]!r} is not in request {request.request_id}"
+        )
+    missing = sorted(requested - set(files))
+    if missing:
+        raise ValueError(
+            f"{directory}: delivery is missing {len(missing)} requested image(s): {missing[:5]}"
+        )
+    images, warnings = [], []
+    digest = hashlib.sha1(request.request_id.encode())
+    for item in request.items:
+        url = files[item.image_id]
+        raw = storage.read_bytes(url)
+        digest.update(item.image_id.encode() + hashlib.sha1(raw).digest())
+        mask = storage.decode_png(raw, source=url)
+        if mask.ndim != 2:
+            raise ValueError(f"{url}: expected a single-channel label PNG, got shape {mask.shape}")
+        if mask.dtype != np.uint8:
+            raise ValueError(f"{url}: expected an 8-bit label PNG, got {mask.dtype} values")
+        sample = samples[item.image_id]
+        shape = cityscapes.read_image(sample).shape[:2]
+        if mask.shape != shape:
+            raise ValueError(
+                f"{url}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image "
+                f"{item.image_id} size {shape[1]}x{shape[0]}"
+            )
+        if label_format == "label_ids" and meta is None:
+            if mask.max() > MAX_LABEL_ID:
+                bad = sorted(int(v) for v in np.unique(mask) if v > MAX_LABEL_ID)
+                raise ValueError(
+                    f"{url}: label ids {bad[:10]} are outside the Cityscapes label table"
+                )
+            mask = label_ids_to_train_ids(mask, source=url)
+        bad = np.unique(mask[(mask >= NUM_CLASSES) & (mask != IGNORE_INDEX)])
+        if bad.size:
+            raise ValueError(
+                f"{url}: class ids {bad[:10].tolist()} are not train ids 0..{NUM_CLASSES - 1} "
+                f"or {IGNORE_INDEX} (unlabelled)"
+            )
+        mask = mask.astype(np.uint8)
+        area = requested_area(item, region_maps.get(item.image_id), shape)
+        outside = int(((mask != IGNORE_INDEX) & ~area).sum())
+        if meta is not None:
+            info = meta["images"][item.image_id]
+            keys = frozenset(info["instance_keys"])
+            cost = int(info["cost"])
+        else:
+            keys = frozenset()
+            cost = len(component_map(mask)[1])
+            if outside:
+                warnings.append(
+                    f"{url}: {outside} labelled pixels lie outside the requested regions"
+                )
+        labels = ImageLabels(item.image_id, frozenset(item.regions), item.full_image, keys)
+        images.append(DeliveredImage(labels, mask, cost, outside))
+    delivery_id = meta["delivery_id"] if meta else f"human-{digest.hexdigest()[:16]}"
+    source = meta["source"] if meta else "human"
+    return Delivery(
+        delivery_id,
+        request.request_id,
+        request.round,
+        source,
+        tuple(images),
+        tuple(warnings),
+        estimated_cost=request.estimated_cost,
+    )

@@ -1,0 +1,188 @@
+"""Label requests: what a round asks annotators to label, and the files they get.
+
+A request folder holds request.json (the value), request.csv and request.parquet (the
+list an annotation platform ingests), pre-annotation masks (the chosen regions without
+class labels) and uncertainty heatmaps.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from alseg_core import storage
+
+REQUEST_FORMAT = "alseg-request/1"
+
+
+@dataclass(frozen=True)
+class RequestItem:
+    image_id: str
+    regions: tuple[int, ...]  # empty with full_image
+    full_image: bool
+    score: float
+    est_cost: int
+
+
+@dataclass(frozen=True)
+class Request:
+    request_id: str
+    round: int
+    unit: str
+    strategy: str
+    items: tuple[RequestItem, ...]
+
+    @property
+    def estimated_cost(self) -> int:
+        return sum(i.est_cost for i in self.items)
+
+    def item(self, image_id: str) -> RequestItem | None:
+        return next((i for i in self.items if i.image_id == image_id), None)
+
+    def to_json(self) -> dict:
+        return {
+            "format": REQUEST_FORMAT,
+            "request_id": self.request_id,
+            "round": self.round,
+            "unit": self.unit,
+            "strategy": self.strategy,
+            "items": [i.__dict__ | {"regions": list(i.regions)} for i in self.items],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping, *, source: str) -> Request:
+        if data.get("format") != REQUEST_FORMAT:
+            raise ValueError(f"{source}: not an alseg request (format {data.get('format')!r})")
+        items = tuple(
+            RequestItem(
+                i["image_id"],
+                tuple(i["regions"]),
+                bool(i["full_image"]),
+                float(i["score"]),
+                int(i["est_cost"]),
+            )
+            for i in data["items"]
+        )
+        return cls(data["request_id"], int(data["round"]), data["unit"], data["strategy"], items)
+
+
+def make_request(round_: int, unit: str, strategy: str, items: Sequence[RequestItem]) -> Request:
+    digest = hashlib.sha1(
+        repr((round_, unit, strategy, sorted(items, key=lambda i: i.image_id))).encode()
+    )
+    return Request(f"r{round_}-{digest.hexdigest()[:12]}", round_, unit, strategy, tuple(items))
+
+
+def load_request(directory: str) -> Request:
+    url = storage.join(directory, "request.json")
+    if not storage.exists(url):
+        raise FileNotFoundError(f"{directory}: no request.json (not a request folder)")
+    return Request.from_json(storage.read_json(url), source=url)
+
+
+def requested_area(
+    item: RequestItem, region_map: np.ndarray | None, shape: tuple[int, int]
+) -> np.ndarray:
+    if item.full_image:
+        return np.ones(shape, bool)
+    if region_map is None:
+        raise ValueError(
+            f"request for image {item.image_id!r} names regions but no region map was given"
+        )
+    lut = np.zeros(int(region_map.max()) + 1, bool)
+    lut[[r for r in item.regions if r < lut.size]] = True
+    return lut[region_map]
+
+
+def preannotation_mask(area: np.ndarray, region_map: np.ndarray | None) -> np.ndarray:
+    """(H, W) uint8 guide without class labels: 0 outside, 128 inside, 255 region outlines."""
+    out = np.where(area, 128, 0).astype(np.uint8)
+    if region_map is not None:
+        edge = np.zeros(area.shape, bool)
+        edge[:, 1:] |= region_map[:, 1:] != region_map[:, :-1]
+        edge[1:, :] |= region_map[1:, :] != region_map[:-1, :]
+        edge[:, :-1] |= edge[:, 1:].copy()
+        out[edge & area] = 255
+    return out
+
+
+def heatmap_png(scores: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(h, w) pixel scores -> (H, W, 3) uint8 'inferno' heatmap resized to ``shape``."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    top = float(scores.max()) if scores.size else 0.0
+    norm = scores / top if top > 0 else np.zeros_like(scores)
+    rgb = (colormaps["inferno"](norm.astype(np.float64))[..., :3] * 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.BILINEAR))
+
+
+def write_request(
+    directory: str,
+    request: Request,
+    *,
+    region_maps: Mapping[str, np.ndarray],
+    heatmaps: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """request.json, request.csv (+ Parquet), pre-annotation masks and heatmaps.
+
+    The folder appears whole or not at all (request.json, written last, marks it done).
+    """
+    with storage.output_dir(directory) as target:
+        _write_request(target, request, region_maps=region_maps, heatmaps=heatmaps)
+
+
+def _write_request(
+    directory: str,
+    request: Request,
+    *,
+    region_maps: Mapping[str, np.ndarray],
+    heatmaps: Mapping[str, np.ndarray] | None,
+) -> None:
+    import pyarrow as pa
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["image_id", "region_ids", "score", "estimated_cost"])
+    for item in request.items:
+        regions = "all" if item.full_image else " ".join(map(str, item.regions))
+        writer.writerow([item.image_id, regions, f"{item.score:.6g}", item.est_cost])
+    for item in request.items:
+        regions = region_maps.get(item.image_id)
+        if regions is None and not item.full_image:
+            raise ValueError(f"no region map for requested image {item.image_id!r}")
+        shape = regions.shape if regions is not None else None
+        if shape is None and heatmaps and item.image_id in heatmaps:
+            shape = heatmaps[item.image_id].shape
+        if shape is not None:
+            area = requested_area(item, regions, shape)
+            storage.write_png(
+                storage.join(directory, "preannotations", f"{item.image_id}.png"),
+                preannotation_mask(area, regions),
+            )
+        if heatmaps and item.image_id in heatmaps:
+            heat = heatmaps[item.image_id]
+            storage.write_png(
+                storage.join(directory, "heatmaps", f"{item.image_id}.png"),
+                heatmap_png(heat, shape or heat.shape),
+            )
+    table = pa.Table.from_pylist(
+        [i.__dict__ | {"regions": list(i.regions)} for i in request.items],
+        schema=pa.schema(
+            [
+                ("image_id", pa.string()),
+                ("regions", pa.list_(pa.int32())),
+                ("full_image", pa.bool_()),
+                ("score", pa.float64()),
+                ("est_cost", pa.int64()),
+            ]
+        ),
+    )
+    storage.write_parquet(storage.join(directory, "request.parquet"), table)
+    storage.write_bytes(storage.join(directory, "request.csv"), buf.getvalue().encode())
+    storage.write_json(storage.join(directory, "request.json"), request.to_json())  # last

@@ -1,0 +1,258 @@
+"""What each ``alseg`` subcommand does: read its options, call one pipeline function, say
+what it wrote. No step logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from alseg_core.config import Config, load_config
+
+PREFIX = "params__"
+
+
+def config(args: argparse.Namespace) -> Config:
+    params = args.params
+    if params is None and os.path.exists("params.yaml"):
+        params = "params.yaml"
+    overrides = {
+        dest[len(PREFIX) :].replace("__", "."): value
+        for dest, value in vars(args).items()
+        if dest.startswith(PREFIX) and value is not None
+    }
+    return load_config(params, overrides)
+
+
+def _pool(args: argparse.Namespace, cfg: Config, *, val: bool = False):
+    """The pool from ``--pool`` (a manifest) or listed once now."""
+    from alseg_core.pipeline.pool import Pool
+
+    if getattr(args, "pool", None):
+        pool = Pool.read(args.pool)
+        pool.check_matches(cfg.data.root, cfg.data.pool_split, cfg.data.val_split, args.pool)
+        return pool
+    return Pool.list(cfg.data.root, cfg.data.pool_split, cfg.data.val_split if val else None)
+
+
+def _store(cfg: Config):
+    from alseg_core.superpixels import SuperpixelStore
+
+    return SuperpixelStore(cfg.superpixels.store, cfg.superpixels.params())
+
+
+def _samples(cfg: Config, split: str):
+    from alseg_core.datasets import cityscapes
+
+    return cityscapes.list_samples(cfg.data.root, split)
+
+
+def cmd_make_synthetic(args: argparse.Namespace) -> None:
+    from alseg_core.datasets.synthetic import make_synthetic
+
+    cfg = config(args)
+    start = time.perf_counter()
+    summary = make_synthetic(
+        cfg.data.root, cfg.synthetic, workers=args.workers or os.cpu_count() or 1
+    )
+    print(
+        f"wrote synthetic Cityscapes-format dataset to {summary['root']}: "
+        f"{summary['train']} train + {summary['val']} val images "
+        f"({cfg.synthetic.width}x{cfg.synthetic.height}) in {time.perf_counter() - start:.1f}s"
+    )
+
+
+def cmd_superpixels(args: argparse.Namespace) -> None:
+    from alseg_core.datasets import cityscapes
+    from alseg_core.pipeline.steps.superpixels import superpixels_step
+
+    cfg = config(args)
+    start = time.perf_counter()
+    split = args.split or cfg.data.pool_split
+    samples = cityscapes.list_samples(cfg.data.root, split, require_labels=False)
+    store = _store(cfg)
+    added, total = superpixels_step(
+        samples, store, workers=cfg.superpixels.workers, progress=not args.no_progress
+    )
+    print(
+        f"superpixels: {added} new images computed, {total - added} already stored "
+        f"({cfg.superpixels.method}, {cfg.superpixels.n_regions} regions) in "
+        f"{time.perf_counter() - start:.1f}s -> {cfg.superpixels.store}"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from alseg_core.pipeline.steps.train import train_on_split, train_step
+
+    cfg = config(args)
+    if args.labelled:
+        from alseg_core.active.strategies import get_strategy
+
+        result = train_step(
+            _pool(args, cfg), args.labelled, args.out, previous_model=args.init_from,
+            finetune=args.init_from is not None, model=cfg.model, train=cfg.train,
+            train_steps=cfg.al.train_steps,
+            loss_prediction=get_strategy(cfg.al.strategy).loss_prediction,
+            progress=not args.no_progress,
+        )  # fmt: skip
+        what = args.labelled
+    else:
+        samples = _samples(cfg, args.split or cfg.data.pool_split)
+        samples = samples[: args.limit] if args.limit else samples
+        result = train_on_split(
+            samples, args.out, model=cfg.model, train=cfg.train, init_from=args.init_from,
+            resume=not args.no_resume, progress=not args.no_progress,
+        )  # fmt: skip
+        what = f"{len(samples)} images"
+    resumed = (
+        f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""
+    )
+    print(
+        f"trained {cfg.model.name} on {what}: {result.epochs_run} epochs "
+        f"in {result.seconds:.1f}s{resumed}, final loss {result.final_loss:.4f} -> {args.out}"
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from alseg_core.datasets import cityscapes
+    from alseg_core.pipeline.steps.predict import predict_step
+
+    cfg = config(args)
+    split = args.split or cfg.data.val_split
+    samples = cityscapes.list_samples(cfg.data.root, split, require_labels=False)
+    n = predict_step(
+        args.checkpoint, samples, args.out, model_name=cfg.model.name,
+        num_classes=cfg.model.num_classes, batch_size=cfg.eval.batch_size,
+        device=cfg.train.device, progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"wrote {n} label-id predictions to {args.out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from alseg_core.evaluation import report_text
+    from alseg_core.pipeline.steps.evaluate import evaluate_step
+
+    cfg = config(args)
+    if bool(args.checkpoint) == bool(args.predictions):
+        raise ValueError("evaluate: give exactly one of --checkpoint or --predictions")
+    report = evaluate_step(
+        args.checkpoint, _samples(cfg, args.split or cfg.data.val_split), out=args.json,
+        predictions=args.predictions, model_name=cfg.model.name,
+        num_classes=cfg.model.num_classes, batch_size=cfg.eval.batch_size,
+        device=cfg.train.device, progress=not args.no_progress,
+    )  # fmt: skip
+    print(report_text(report))
+    if args.json:
+        print(f"wrote {args.json}")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from alseg_core.pipeline.steps.score import score_step
+
+    cfg = config(args)
+    n = score_step(
+        args.checkpoint, _pool(args, cfg), _store(cfg), args.labelled, args.out,
+        strategy=cfg.al.strategy, mc_passes=cfg.al.mc_passes, heat_stride=cfg.al.heat_stride,
+        seed=cfg.al.seed, batch_size=cfg.eval.batch_size, device=cfg.train.device,
+        model_name=cfg.model.name, num_classes=cfg.model.num_classes,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"scored {n} pool images (D={cfg.al.mc_passes}) -> {args.out}")
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    from alseg_core.pipeline.steps.select import select_step
+
+    cfg = config(args)
+    al = cfg.al
+    summary = select_step(
+        args.round, pool_ids=_pool(args, cfg).ids, scores=args.scores, labelled=args.labelled,
+        out=args.out, unit=al.unit, strategy=al.strategy, budget=al.budget_per_round,
+        initial_images=al.initial_images, seed=al.seed,
+    )  # fmt: skip
+    if summary.get("warning"):
+        print(f"warning: {summary['warning']}", file=sys.stderr)
+    n_regions = sum(len(i["regions"]) for i in summary["items"])
+    print(
+        f"round {args.round}: selected {len(summary['items'])} images / {n_regions} regions "
+        f"({summary['unit']}, {summary['strategy']}), estimated cost "
+        f"{summary['estimated_spent']} of budget {summary['budget']} -> {args.out}"
+    )
+
+
+def cmd_request(args: argparse.Namespace) -> None:
+    from alseg_core.pipeline.steps.request import request_step
+
+    cfg = config(args)
+    request_id = request_step(args.selection, args.scores, _store(cfg), args.out)
+    print(f"request {request_id} -> {args.out} (request.csv, preannotations/, heatmaps/)")
+
+
+def cmd_annotate(args: argparse.Namespace) -> None:
+    from alseg_core.pipeline.steps.annotate import annotate_step
+
+    cfg = config(args)
+    cost = annotate_step(
+        args.request, args.labelled, args.out, pool=_pool(args, cfg), store=_store(cfg),
+        annotator=cfg.al.annotator, inbox=args.inbox, label_format=cfg.al.label_format,
+    )  # fmt: skip
+    print(f"{cfg.al.annotator} labels for {args.request}: cost {cost} -> {args.out}")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from alseg_core.pipeline.steps.merge import merge_step
+
+    cfg = config(args)
+    charged, warnings = merge_step(
+        args.labelled, args.request, args.delivery, args.out, pool=_pool(args, cfg),
+        store=_store(cfg), label_format=cfg.al.label_format,
+    )  # fmt: skip
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"merged {args.delivery}: charged {charged} -> {args.out}")
+
+
+def cmd_step(args: argparse.Namespace) -> None:
+    """One step of one pipeline round, with the paths of the round layout (DVC stages)."""
+    from alseg_core.pipeline.engine import RoundEngine
+    from alseg_core.pipeline.layout import RoundLayout
+
+    cfg = config(args)
+    engine = RoundEngine(
+        cfg, RoundLayout(args.base), progress=not args.no_progress,
+        log=lambda m: print(m, file=sys.stderr),
+    )  # fmt: skip
+    if args.step == "superpixels":
+        print(engine.superpixels())
+        return
+    if args.round is None:
+        raise ValueError(f"step {args.step}: --round r<k> is required")
+    prev = cfg.previous_round(args.round)
+    print(engine.run_step(args.step, args.round, prev))
+
+
+def cmd_round_add(args: argparse.Namespace) -> None:
+    from alseg_core.config import add_round
+
+    path = args.params or "params.yaml"
+    new = add_round(path)
+    print(f"added round {new.k} (after round {new.prev}) to {path}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "label_efficiency.py"
+    if not script.exists():
+        raise FileNotFoundError(f"{script}: the benchmarks ship with the source checkout")
+    sys.argv = [str(script), *args.args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from alseg_core.pipeline.run import run_rounds
+
+    cfg = config(args)
+    run_rounds(cfg, log=lambda m: print(m, flush=True), progress=not args.no_progress)

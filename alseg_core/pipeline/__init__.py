@@ -1,0 +1,1 @@
+"""The pipeline: round layout, the steps, the round engine, the ``alseg run`` driver."""

@@ -1,0 +1,100 @@
+"""Step: choose a round's units under the cost budget (round 0: the random seed set)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+
+from alseg_core import storage
+from alseg_core.active.costs import calibrated, cost_calibration
+from alseg_core.active.scoring import read_scores
+from alseg_core.active.selection import IMAGE_UNIT, Candidate
+from alseg_core.active.strategies import get_strategy
+from alseg_core.annotation.requests import RequestItem, make_request
+from alseg_core.labels import LabelState, load_state
+
+
+def seed_candidates(pool_ids: Sequence[str], n: int, rng: np.random.Generator) -> list[Candidate]:
+    """``n`` random whole images of the pool: the seed set, the same for every strategy."""
+    ids = sorted(pool_ids)
+    pick = rng.choice(len(ids), size=min(n, len(ids)), replace=False)
+    return [Candidate(ids[i], -1, 0.0, 0) for i in sorted(pick)]
+
+
+def _choose(
+    table_url: str, state: LabelState, *, unit: str, strategy: str, budget: int,
+    rng: np.random.Generator,
+) -> tuple[list[Candidate], int, tuple[float, str], str | None]:  # fmt: skip
+    """(chosen units with raw estimates, estimated spend, calibration, warning)."""
+    table = read_scores(table_url)
+    chooser = get_strategy(strategy)
+    cands = chooser.candidates(table.to_pylist(), state, unit=unit)
+    meta = (table.schema.metadata or {}).get(b"alseg_predicted_instances", b"{}")
+    factor, basis = cost_calibration(state, unit=unit, predicted_on_labelled=json.loads(meta))
+    raw = {(c.image_id, c.region): c for c in cands}
+    scaled = calibrated(cands, factor)
+    result = chooser.select(scaled, budget, rng=rng)
+    warning = None
+    if cands and not result.candidates:
+        cheapest = min(max(1, c.est_cost) for c in scaled)
+        warning = (
+            f"no {unit} fits al.budget_per_round={budget}: the cheapest costs {cheapest} "
+            f"(estimate x calibration {factor:.2f}); nothing is selected this round"
+        )
+    # The request keeps the model's raw estimates: later rounds calibrate against them.
+    chosen = [raw[(c.image_id, c.region)] for c in result.candidates]
+    return chosen, result.spent, (factor, basis), warning
+
+
+def select_step(
+    round_: int,
+    *,
+    pool_ids: Sequence[str],
+    scores: str | None,
+    labelled: str | None,
+    out: str,
+    unit: str,
+    strategy: str,
+    budget: int,
+    initial_images: int,
+    seed: int,
+) -> dict:
+    """Write the selection (``out``, JSON: the request plus budget and calibration)."""
+    state = load_state(labelled)
+    rng = np.random.default_rng([seed, round_])
+    warning: str | None = None
+    if round_ == 0:
+        chosen = seed_candidates(pool_ids, initial_images, rng)
+        unit, strategy, budget, spent = IMAGE_UNIT, "random", 0, 0
+        factor, basis = 1.0, "seed round"
+    else:
+        if scores is None:
+            raise ValueError("select: rounds after the seed round need a scores file")
+        chosen, spent, (factor, basis), warning = _choose(
+            scores, state, unit=unit, strategy=strategy, budget=budget, rng=rng
+        )
+    by_image: dict[str, list[Candidate]] = {}
+    for c in chosen:
+        by_image.setdefault(c.image_id, []).append(c)
+    items = [
+        RequestItem(
+            image_id,
+            tuple(sorted(c.region for c in cs if c.region >= 0)),
+            any(c.region < 0 for c in cs),
+            float(np.mean([c.score for c in cs])) if cs else 0.0,
+            int(sum(c.est_cost for c in cs)),
+        )
+        for image_id, cs in sorted(by_image.items())
+    ]
+    request = make_request(round_, unit, strategy, items)
+    summary = request.to_json() | {
+        "budget": budget,
+        "estimated_spent": spent,
+        "cost_calibration": {"factor": factor, "basis": basis},
+    }
+    if warning:
+        summary["warning"] = warning
+    storage.write_json(out, summary)
+    return summary

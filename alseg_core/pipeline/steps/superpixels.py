@@ -1,0 +1,25 @@
+"""Step: superpixels of every pool image into the Parquet store, and the pool manifest."""
+
+from __future__ import annotations
+
+from alseg_core.pipeline.pool import Pool
+from alseg_core.superpixels import SuperpixelStore
+
+
+def superpixels_step(
+    samples: list, store: SuperpixelStore, *, workers: int = 0, progress: bool = False
+) -> tuple[int, int]:
+    """Compute the region maps the store lacks; returns (computed now, images).
+
+    samples : the images (``cityscapes.Sample``) whose superpixels are needed.
+    """
+    added = store.update(
+        [(s.image_id, s.image_url) for s in samples], workers=workers, progress=progress
+    )
+    return added, len(samples)
+
+
+def write_pool_manifest(pool: Pool, store: SuperpixelStore, url: str) -> None:
+    """The pool listing plus the store it was segmented into (later steps read this)."""
+    settings = {"store": store.url, **store.params.__dict__}
+    Pool(pool.root, pool.pool_split, pool.val_split, pool.samples, pool.val, settings).write(url)
