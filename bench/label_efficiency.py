@@ -102,12 +102,12 @@ def _one_run(job: tuple) -> list[dict]:
     preset, work, unit, strategy, seed = job
     import torch
 
-    from alseg_core.loop import run_loop
+    from alseg_core.pipeline.run import run_rounds
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // preset["jobs"]))
     cfg = _config(preset, Path(work), unit=unit, strategy=strategy, seed=seed, extra={})
     start = time.perf_counter()
-    rows = run_loop(cfg, log=lambda m: None)
+    rows = run_rounds(cfg, log=lambda m: None)  # the round engine, as the pipeline
     last, seconds = rows[-1], time.perf_counter() - start
     print(
         f"  {unit:>10} {strategy:<16} seed {seed}: final mIoU {last['mIoU']:.4f} "
@@ -124,20 +124,22 @@ def _ceiling(job: tuple) -> dict:
 
     import torch
 
-    from alseg_core.datasets import cityscapes
-    from alseg_core.steps import step_evaluate
-    from alseg_core.training import items_from_samples, train
+    from alseg_core.pipeline.pool import Pool
+    from alseg_core.pipeline.steps.evaluate import evaluate_step
+    from alseg_core.pipeline.steps.train import train_on_split
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // preset["jobs"]))
     cfg = _config(preset, Path(work), unit="image", strategy="random", seed=seed, extra={})
-    samples = cityscapes.list_samples(cfg.data.root, cfg.data.pool_split)
+    pool = Pool.list(cfg.data.root, cfg.data.pool_split, cfg.data.val_split)
+    samples = list(pool.samples.values())
     steps = cfg.al.train_steps * (cfg.al.rounds + 1)
     epochs = max(1, round(steps / -(-len(samples) // cfg.train.batch_size)))
     ckpt = str(Path(work) / "runs" / f"full-s{seed}" / "model.pt")
-    train(items_from_samples(samples), model_name=cfg.model.name, checkpoint_url=ckpt,
-          cfg=replace(cfg.train, epochs=epochs), num_classes=cfg.model.num_classes,
-          dropout=cfg.model.dropout, progress=False, log=None)  # fmt: skip
-    miou = step_evaluate(cfg, ckpt)["mIoU"]
+    train_on_split(samples, ckpt, model=cfg.model, train=replace(cfg.train, epochs=epochs))
+    miou = evaluate_step(
+        ckpt, pool.val, model_name=cfg.model.name, batch_size=cfg.eval.batch_size,
+        device=cfg.train.device,
+    )["mIoU"]  # fmt: skip
     print(f"  full supervision seed {seed}: mIoU {miou:.4f} ({epochs} epochs)", flush=True)
     return {"seed": seed, "mIoU": miou}
 
@@ -243,7 +245,8 @@ def run(
     against the earlier run's spread over seeds (written to ``<out>.md``).
     """
     from alseg_core.datasets.synthetic import SyntheticSpec, make_synthetic
-    from alseg_core.steps import step_superpixels
+    from alseg_core.pipeline.engine import RoundEngine
+    from alseg_core.pipeline.layout import RoundLayout
 
     preset = dict(PRESETS[preset_name])
     preset["jobs"] = jobs or preset["jobs"]
@@ -256,7 +259,8 @@ def run(
         str(work / "data"), SyntheticSpec(**preset["synthetic"]), workers=os.cpu_count() or 1
     )
     base = _config(preset, work, unit="image", strategy="random", seed=0, extra={})
-    step_superpixels(replace_workers(base))
+    # The shared store, computed once with every core (each run then finds it complete).
+    RoundEngine(replace_workers(base), RoundLayout(str(work / "prepare"))).superpixels()
     print(f"label efficiency, preset {preset_name}: data and superpixels ready "
           f"[{time.perf_counter() - start:.0f}s]", flush=True)  # fmt: skip
     jobs_list = [(preset, str(work), unit, strategy, seed)

@@ -36,7 +36,7 @@ train: {{epochs: 1, batch_size: 8, lr: 0.001, weight_decay: 0.0001, seed: 0, cro
         scale_range: [0.75, 1.25], hflip: true, num_workers: 0, device: auto}}
 eval: {{batch_size: 8}}
 al: {{unit: superpixel, strategy: mc_variance, rounds: 1, initial_images: 20,
-     budget_per_round: 400, mc_passes: 10, train_steps: {steps}, finetune: false, seed: 0,
+     budget_per_round: 400, mc_passes: 10, train_steps: {steps}, finetune: true, seed: 0,
      heat_stride: 4, out: data/runs/al, annotator: oracle, label_format: train_ids,
      export: data/exports}}
 rounds:
@@ -63,16 +63,8 @@ def main() -> None:
 
     from alseg_core import storage
     from alseg_core.config import load_config
-    from alseg_core.loop import publish_round
-    from alseg_core.steps import (
-        step_annotate,
-        step_evaluate,
-        step_merge,
-        step_request,
-        step_score,
-        step_select,
-        step_train,
-    )
+    from alseg_core.pipeline.engine import RoundEngine
+    from alseg_core.pipeline.layout import ROUND_STEPS, RoundLayout
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
@@ -84,28 +76,23 @@ def main() -> None:
                 steps=args.train_steps,
             )
         )  # fmt: skip
-        shutil.copy(REPO_ROOT / "dvc.yaml", repo)
-        shutil.copy(REPO_ROOT / ".gitignore", repo)
+        for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+            shutil.copy(REPO_ROOT / name, repo)
+        shutil.copytree(REPO_ROOT / "alseg_core", repo / "alseg_core",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
         for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                     ["git", "-c", "user.name=b", "-c", "user.email=b@x", "commit", "-qm", "b"],
                     ["alseg", "make-synthetic"], ["dvc", "repro", "seed_publish"]):  # fmt: skip
             sh(cmd, repo)
         cfg = load_config(str(repo / "params.yaml"))
-        r0 = str(repo / "data/rounds/r0/labelled")
-
+        # The same round through the engine in one process (as `alseg run` runs it),
+        # starting from a copy of the seed round.
         direct = Path(tmp) / "direct"
+        shutil.copytree(repo / "data/rounds", direct)
+        engine = RoundEngine(cfg, RoundLayout(str(direct)))
         start = time.perf_counter()
-        step_train(cfg, r0, str(direct / "model.pt"))
-        step_evaluate(cfg, str(direct / "model.pt"), str(direct / "eval.json"))
-        step_score(cfg, str(direct / "model.pt"), r0, str(direct / "scores.parquet"))
-        step_select(cfg, 1, str(direct / "scores.parquet"), r0, str(direct / "selection.json"))
-        step_request(cfg, str(direct / "selection.json"), str(direct / "scores.parquet"),
-                     str(direct / "request"))  # fmt: skip
-        step_annotate(cfg, str(direct / "request"), r0, str(direct / "delivery"))
-        step_merge(cfg, r0, str(direct / "request"), str(direct / "delivery"),
-                   str(direct / "labelled"))  # fmt: skip
-        publish_round(cfg, 1, str(direct / "eval.json"), r0,
-                      str(repo / "data/rounds/r0/publish"), str(direct / "publish"))  # fmt: skip
+        for step in ROUND_STEPS:
+            engine.run_step(step, 1, 0)
         t_direct = time.perf_counter() - start
 
         from prefect.testing.utilities import prefect_test_harness
@@ -117,7 +104,7 @@ def main() -> None:
             start = time.perf_counter()
             result = al_cycle(repo=str(repo))
             t_flow = time.perf_counter() - start
-        same = storage.read_json(str(direct / "labelled/state.json")) == storage.read_json(
+        same = storage.read_json(str(direct / "r1/labelled/state.json")) == storage.read_json(
             str(repo / "data/rounds/r1/labelled/state.json")
         )
 
@@ -128,7 +115,7 @@ def main() -> None:
         f"machine: {describe()}",
         f"round r1: {args.n_train} pool images {args.width}x{args.height}, {args.model}, "
         f"{args.train_steps} train steps, D=10, superpixel unit, mc_variance",
-        f"direct (steps in one process, as alseg run): {t_direct:7.1f} s",
+        f"direct (round engine in one process, as alseg run): {t_direct:7.1f} s",
         f"Prefect flow + DVC stages + git tag:          {t_flow:7.1f} s  ({result['tag']})",
         f"overhead: {overhead:+.1f} s = {100 * overhead / t_direct:+.1f}% "
         f"(target: under max(15%, 20 s) = {target:.1f} s -> {verdict})",

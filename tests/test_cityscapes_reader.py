@@ -35,7 +35,8 @@ def test_label_id_outside_table_is_an_error_naming_the_source():
 def _check_reads(root: str) -> None:
     samples = cityscapes.list_samples(root, "train")
     assert [s.image_id for s in samples] == ["testcity_000000_000019", "testcity_000001_000019"]
-    image, label = cityscapes.read_labelled_sample(samples[0])
+    image = cityscapes.read_image(samples[0])
+    label = cityscapes.read_label(samples[0], shape=image.shape[:2])
     assert image.shape == (4, 10, 3) and image.dtype == np.uint8
     expected = np.array(OFFICIAL_TRAIN_IDS)[ALL_LABEL_IDS]
     np.testing.assert_array_equal(label, expected)
@@ -89,7 +90,7 @@ def test_mask_size_differs_from_image(tmp_path):
     with pytest.raises(
         ValueError, match=r"labelIds\.png: mask size 10x5 differs from its image size 10x4"
     ):
-        cityscapes.read_labelled_sample(sample)
+        cityscapes.read_label(sample, shape=cityscapes.read_image(sample).shape[:2])
 
 
 def test_label_png_with_id_outside_table(tmp_path):

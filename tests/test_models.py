@@ -38,17 +38,18 @@ def test_head_dropout_varies_and_trunk_stays_deterministic():
     torch.manual_seed(0)
     model = build_model("drn_d_22", dropout=0.5)
     x = torch.randn(1, 3, 32, 32)
-    model.eval_trunk_train_head()
+    model.eval()
+    g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         feats = model.trunk(x)
         again = model.trunk(x)
-        a = model.head(feats, (32, 32))
-        b = model.head(feats, (32, 32))
-    torch.testing.assert_close(feats[0], again[0])
-    assert not torch.allclose(a, b)  # dropout active in the head only
-    model.eval()
-    with torch.no_grad():
+        a = model.head(feats, (32, 32), generator=g)
+        b = model.head(feats, (32, 32), generator=g)
+        torch.testing.assert_close(feats[0], again[0])
+        assert not torch.allclose(a, b)  # MC mode: dropout active in the head, in eval mode
         torch.testing.assert_close(model.head(feats, (32, 32)), model.head(feats, (32, 32)))
+        # Logits at feature resolution when no size is asked for.
+        assert model.head(feats, None).shape[-2:] == feats[0].shape[-2:]
 
 
 def test_unknown_model_name_is_an_error():
@@ -59,6 +60,44 @@ def test_unknown_model_name_is_an_error():
 def test_registry_refuses_duplicate_names():
     with pytest.raises(ValueError, match="already registered"):
         register_model("drn_d_22")(lambda **kw: None)
+
+
+def test_registry_is_open_to_user_models_without_a_second_list():
+    from alseg_core.config import config_from_dict
+    from alseg_core.models import DropoutHead, SegmentationModel
+
+    with pytest.raises(ValueError, match="model.name: unknown model 'tiny_user_net'"):
+        config_from_dict({"model": {"name": "tiny_user_net"}})
+
+    @register_model("tiny_user_net")
+    def tiny(*, num_classes: int, dropout: float) -> SegmentationModel:
+        class Trunk(torch.nn.Module):
+            def forward(self, x):
+                return (torch.nn.functional.avg_pool2d(x, 4),)
+
+        return SegmentationModel(
+            "tiny_user_net", Trunk(), DropoutHead([3], num_classes, dropout=dropout), num_classes
+        )
+
+    try:
+        assert config_from_dict({"model": {"name": "tiny_user_net"}}).model.name == "tiny_user_net"
+        model = build_model("tiny_user_net", num_classes=4).eval()
+        assert model(torch.randn(1, 3, 16, 16)).shape == (1, 4, 16, 16)
+    finally:
+        MODEL_REGISTRY.pop("tiny_user_net")
+
+
+def test_checking_a_model_name_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from alseg_core.config import config_from_dict; "
+        "config_from_dict({'model': {'name': 'drn_d_22'}, 'al': {'strategy': 'bald'}}); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_bad_dropout_is_an_error():

@@ -34,7 +34,7 @@ train: {{epochs: 1, batch_size: 4, lr: 0.001, weight_decay: 0.0001, seed: 0, cro
         scale_range: null, hflip: true, num_workers: 0, device: cpu}}
 eval: {{batch_size: 8}}
 al: {{unit: superpixel, strategy: mc_variance, rounds: 1, initial_images: 2,
-     budget_per_round: 20, mc_passes: 2, train_steps: 2, finetune: false, seed: 0,
+     budget_per_round: 20, mc_passes: 2, train_steps: 2, finetune: true, seed: 0,
      heat_stride: 4, out: data/runs/al, annotator: {annotator}, label_format: train_ids,
      export: {export}}}
 rounds:
@@ -75,8 +75,12 @@ def make_repo(tmp_path: Path, bucket: str, endpoint: str, env: dict, *, annotato
     make_synthetic(root, SyntheticSpec(n_train=12, n_val=3, height=48, width=96, seed=1))
     repo = tmp_path / "repo"
     repo.mkdir()
-    shutil.copy(REPO_ROOT / "dvc.yaml", repo / "dvc.yaml")
-    shutil.copy(REPO_ROOT / ".gitignore", repo / ".gitignore")
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO_ROOT / name, repo / name)
+    shutil.copytree(  # a clone of the project: the stages depend on the code they run
+        REPO_ROOT / "alseg_core", repo / "alseg_core",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )  # fmt: skip
     (repo / "params.yaml").write_text(
         TINY_PARAMS.format(root=root, store=store, export=export, annotator=annotator)
     )
@@ -224,7 +228,7 @@ def test_two_rounds_through_the_deployment(served, tmp_path):
     _run(["git", "checkout", "-q", "round-1"], fresh, env)
     before = _lock_outs(fresh, "merge@r1")
     out = _run([str(BIN / "dvc"), "repro", "merge@r1"], fresh, env).stdout
-    assert "Running stage 'train@r1'" in out and "Running stage 'merge@r1'" in out  # recomputed
+    assert "Running stage 'seed_train'" in out and "Running stage 'merge@r1'" in out  # recomputed
     assert _lock_outs(fresh, "merge@r1") == before
 
     # artifacts: the round's metrics table and request paths
@@ -278,7 +282,8 @@ def test_human_round_suspends_and_resumes_on_delivery(served, tmp_path):
     from alseg_core.annotation import load_request, oracle_answer
     from alseg_core.config import load_config
     from alseg_core.labels import LabelState
-    from alseg_core.steps import pool_samples, superpixel_store
+    from alseg_core.pipeline.pool import Pool
+    from alseg_core.superpixels import SuperpixelStore
 
     repo, env, server, bucket = served
     run_id = trigger(env)
@@ -290,9 +295,10 @@ def test_human_round_suspends_and_resumes_on_delivery(served, tmp_path):
     # An annotator labels the exported request and uploads the masks to S3.
     request = load_request(exported)
     cfg = load_config(str(repo / "params.yaml"))
-    store = superpixel_store(cfg, ensure=False)
+    store = SuperpixelStore(cfg.superpixels.store, cfg.superpixels.params())
     maps = {i.image_id: store.read(i.image_id) for i in request.items}
-    answer = oracle_answer(request, pool_samples(cfg), maps, LabelState())
+    pool = Pool.read(str(repo / "data/rounds/pool.json"))
+    answer = oracle_answer(request, pool.samples, maps, LabelState())
     delivered = f"{bucket}/delivered/round-1"
     for img in answer.images:
         storage.write_png(f"{delivered}/{img.labels.image_id}.png", img.mask)

@@ -28,19 +28,19 @@ def test_run_writes_table_and_plot_and_resumes(synthetic_root, tmp_path, capsys)
     assert all(0 < float(r["pct_full_cost"]) <= 100 for r in rows)
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     # each round's labelled set is a superset of the previous one's
-    states = [load_state(str(out / f"round_{k:02d}" / "labelled")) for k in range(3)]
+    states = [load_state(str(out / f"r{k}" / "labelled")) for k in range(3)]
     for before, after in zip(states, states[1:], strict=False):
         for image_id, labels in before.images.items():
             assert labels.regions <= after.images[image_id].regions
         assert set(before.images) <= set(after.images)
     # request files for annotators
-    request = out / "round_01" / "request"
+    request = out / "r1" / "request"
     assert (request / "request.csv").exists() and any((request / "preannotations").iterdir())
     assert any((request / "heatmaps").iterdir())
     # a second run finds every round done and recomputes nothing
-    mtime = (out / "round_02" / "model.pt").stat().st_mtime
+    mtime = (out / "r2" / "model.pt").stat().st_mtime
     assert main(args) == 0
-    assert (out / "round_02" / "model.pt").stat().st_mtime == mtime
+    assert (out / "r2" / "model.pt").stat().st_mtime == mtime
     again = list(csv.DictReader(open(out / "metrics.csv")))
 
     def without_time(table):
@@ -53,12 +53,15 @@ def test_run_writes_table_and_plot_and_resumes(synthetic_root, tmp_path, capsys)
     assert main(other) == 2
     err = capsys.readouterr().err
     assert "holds a run with other settings (al.budget_per_round)" in err
-    assert (out / "round_02" / "model.pt").stat().st_mtime == mtime
-    assert storage.exists(str(out / "full_cost.json"))
+    assert (out / "r2" / "model.pt").stat().st_mtime == mtime
+    # The seed round's publish computed the full cost once; later rounds carried it on.
+    full = [storage.read_json(str(out / f"r{k}" / "publish" / "metrics.json"))["full_cost"]
+            for k in range(3)]  # fmt: skip
+    assert full[0] > 0 and full == [full[0]] * 3
     # Superpixel rounds calibrate on the earlier rounds' charged / estimated cost.
     history = states[2].history
     assert history[1].est_cost > 0 and history[0].est_cost == 0  # round 0: no estimate
-    calibration = storage.read_json(str(out / "round_02" / "selection.json"))["cost_calibration"]
+    calibration = storage.read_json(str(out / "r2" / "selection.json"))["cost_calibration"]
     assert calibration["basis"] == "1 earlier deliveries"
     assert calibration["factor"] == pytest.approx(
         min(max(history[1].cost / history[1].est_cost, 0.2), 5.0)
@@ -79,12 +82,12 @@ def test_run_image_unit_with_learning_loss(synthetic_root, tmp_path, capsys):
     assert int(rows[1]["n_images"]) > int(rows[0]["n_images"])  # whole new images
     import pyarrow.parquet as pq
 
-    scores = pq.read_table(out / "round_01" / "scores.parquet").column("image_learning_loss")
+    scores = pq.read_table(out / "r1" / "scores.parquet").column("image_learning_loss")
     assert all(v == v for v in scores.to_pylist())  # predicted, not NaN
-    state = load_state(str(out / "round_01" / "labelled"))
+    state = load_state(str(out / "r1" / "labelled"))
     assert all(e.full_image for e in state.images.values())
     # The cost estimate is calibrated on the 4 seed images, whose true cost is known.
-    selection = storage.read_json(str(out / "round_01" / "selection.json"))
+    selection = storage.read_json(str(out / "r1" / "selection.json"))
     calibration = selection["cost_calibration"]
     assert calibration["basis"] == "4 labelled images" and calibration["factor"] > 0
     raw = sum(i["est_cost"] for i in selection["items"])

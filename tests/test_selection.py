@@ -5,10 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from alseg_core.active.costs import calibrated, cost_calibration, estimate_costs
+from alseg_core.active.regions import region_means
+from alseg_core.active.selection import Candidate, select_under_budget
+from alseg_core.active.strategies import get_strategy
 from alseg_core.labels import ImageLabels, LabelState
-from alseg_core.scoring import estimate_costs
-from alseg_core.selection import Candidate, region_means, select_under_budget
-from alseg_core.strategy import calibrated, candidates, cost_calibration
+
+
+def candidates(rows, state, *, unit, strategy):
+    return get_strategy(strategy).candidates(rows, state, unit=unit)
 
 
 def test_region_means_equal_a_direct_loop():
@@ -104,24 +109,25 @@ def test_cost_calibration_superpixel_unit_uses_delivery_history():
     wild = LabelState().merged("r1", 1, 100, [ImageLabels("b", frozenset({1}))], est_cost=1)
     assert cost_calibration(wild, unit="superpixel")[0] == 5.0
     # the estimate survives a round trip through state.json
-    assert LabelState.from_json(state.to_json()).cost_calibration() == (1.5, 2)
+    again = LabelState.from_json(state.to_json())
+    assert cost_calibration(again, unit="superpixel") == (1.5, "2 earlier deliveries")
 
 
 def test_select_warns_when_no_unit_fits_the_budget(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from alseg_core.config import config_from_dict
-    from alseg_core.steps import step_select
+    from alseg_core.pipeline.steps.select import select_step
 
     rows = [{"image_id": f"img{i}", "image_est_cost": 50, "region_est_cost": [],
              "image_mc_variance": 0.1 * i} for i in range(3)]  # fmt: skip
     table = pa.Table.from_pylist(rows).replace_schema_metadata({b"alseg_format": b"alseg-scores/1"})
     pq.write_table(table, tmp_path / "scores.parquet")
-    cfg = config_from_dict(
-        {"al": {"unit": "image", "strategy": "mc_variance", "budget_per_round": 30}}
-    )
-    summary = step_select(cfg, 1, str(tmp_path / "scores.parquet"), None, str(tmp_path / "s.json"))
+    summary = select_step(
+        1, pool_ids=[r["image_id"] for r in rows], scores=str(tmp_path / "scores.parquet"),
+        labelled=None, out=str(tmp_path / "s.json"), unit="image", strategy="mc_variance",
+        budget=30, initial_images=2, seed=0,
+    )  # fmt: skip
     assert summary["items"] == [] and summary["estimated_spent"] == 0
     assert summary["warning"].startswith(
         "no image fits al.budget_per_round=30: the cheapest costs 50"

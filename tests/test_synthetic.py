@@ -16,7 +16,7 @@ def test_layout_and_counts(synthetic_root):
     val = cityscapes.list_samples(str(synthetic_root), "val")
     assert len(train) == 24 and len(val) == 8
     assert all(s.instance_url for s in train)
-    image, label = cityscapes.read_labelled_sample(train[0])
+    image, label = cityscapes.read_image(train[0]), cityscapes.read_label(train[0])
     assert image.shape == (64, 128, 3) and label.shape == (64, 128)
 
 

@@ -3,9 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from alseg_core.datasets.transforms import (
-    partial_label,
     random_crop_pair,
-    region_mask,
     resize_pair,
     to_tensor,
 )
@@ -20,17 +18,6 @@ def test_mask_resize_is_nearest_and_image_bilinear():
     assert set(np.unique(mask2)) == {0, 13}  # no blended label values
     assert len(np.unique(img2)) > 2  # bilinear image has in-between values
     assert mask2[:, :3].max() == 0 and mask2[:, 5:].min() == 13
-
-
-def test_partial_label_keeps_only_labelled_pixels():
-    label = np.arange(6, dtype=np.uint8).reshape(2, 3)
-    labelled = np.array([[True, False, False], [False, False, True]])
-    np.testing.assert_array_equal(partial_label(label, labelled), [[0, 255, 255], [255, 255, 5]])
-
-
-def test_region_mask():
-    regions = np.array([[0, 0, 1], [2, 2, 1]], np.int32)
-    np.testing.assert_array_equal(region_mask(regions, [1, 2]), [[0, 0, 1], [1, 1, 1]])
 
 
 def test_crop_pads_mask_with_ignore():

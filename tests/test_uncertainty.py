@@ -7,14 +7,15 @@ import math
 import pytest
 import torch
 
-from alseg_core.models import build_model
-from alseg_core.uncertainty import (
+from alseg_core.active.scorers import (
     MCAccumulator,
+    PixelStats,
     bald,
     entropy,
     mc_dropout_scores,
     mc_variance,
 )
+from alseg_core.models import build_model
 
 
 def _px(*probs):
@@ -80,10 +81,9 @@ def test_streaming_equals_keeping_all_passes():
     torch.testing.assert_close(
         s["bald"], entropy(mean) - torch.stack([entropy(p) for p in passes]).mean(0)
     )
-    torch.testing.assert_close(mc_variance(mean, (passes**2).mean(0)), s["mc_variance"])
-    torch.testing.assert_close(
-        bald(mean, torch.stack([entropy(p) for p in passes]).mean(0)), s["bald"]
-    )
+    stats = PixelStats.from_samples(passes.numpy())  # numpy in: the same statistics
+    torch.testing.assert_close(mc_variance(stats), s["mc_variance"])
+    torch.testing.assert_close(bald(stats), s["bald"])
 
 
 def test_mc_dropout_runs_the_trunk_once_and_the_head_d_times():
@@ -92,11 +92,32 @@ def test_mc_dropout_runs_the_trunk_once_and_the_head_d_times():
     calls = {"trunk": 0, "head": 0}
     model.trunk.register_forward_hook(lambda *a: calls.__setitem__("trunk", calls["trunk"] + 1))
     model.head.register_forward_hook(lambda *a: calls.__setitem__("head", calls["head"] + 1))
-    out = mc_dropout_scores(model, torch.randn(2, 3, 32, 32), passes=5, generator_seed=0)
+    out = mc_dropout_scores(
+        model, torch.randn(2, 3, 32, 32), passes=5, generator=torch.Generator().manual_seed(0)
+    )
     assert calls == {"trunk": 1, "head": 6}  # 1 deterministic + 5 dropout passes
     for key in ("softmax_entropy", "mc_entropy", "mc_variance", "bald"):
         assert out[key].shape == (2, 32, 32) and (out[key] >= 0).all()
     assert out["mc_variance"].max() > 0  # dropout made the passes differ
     assert not model.head.dropout.training  # left in eval mode
     with pytest.raises(ValueError, match="passes >= 1"):
-        mc_dropout_scores(model, torch.randn(1, 3, 8, 8), passes=0)
+        mc_dropout_scores(model, torch.randn(1, 3, 8, 8), passes=0, generator=torch.Generator())
+
+
+def test_mc_dropout_draws_from_the_generator_passed_in_not_global_state():
+    torch.manual_seed(0)
+    model = build_model("drn_d_22", num_classes=4)
+    x = torch.randn(1, 3, 32, 32)
+
+    def scores(seed: int) -> torch.Tensor:
+        return mc_dropout_scores(model, x, passes=3, generator=torch.Generator().manual_seed(seed))[
+            "mc_variance"
+        ]
+
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = scores(7)
+    assert torch.equal(torch.random.get_rng_state(), before)  # global state untouched
+    torch.manual_seed(999)  # another global state: same result
+    torch.testing.assert_close(scores(7), a)
+    assert not torch.allclose(scores(8), a)  # another generator seed: other masks

@@ -230,9 +230,11 @@ class RoundEngine:
         start = (
             "from round " + str(prev) if prev is not None and cfg.al.finetune else "from scratch"
         )
+        resumed = result.resumed_from_epoch
+        resumed_text = f", resumed after epoch {resumed}" if resumed else ""
         return (
             f"round {k}: trained {cfg.model.name} {start}, {result.epochs_run} epochs in "
-            f"{result.seconds:.1f}s, loss {result.final_loss:.4f} -> {L.model(k)}"
+            f"{result.seconds:.1f}s{resumed_text}, loss {result.final_loss:.4f} -> {L.model(k)}"
         )
 
     def _evaluate(self, k: int, prev: int | None) -> str:
