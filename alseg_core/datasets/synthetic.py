@@ -34,6 +34,7 @@ __all__ = ["CITIES", "GENERATOR", "SyntheticSpec", "make_synthetic", "render_sce
 GENERATOR = "alseg-synthetic-v2"
 CITIES = {"train": ("aachen", "bremen", "hamburg"), "val": ("frankfurt",), "test": ("berlin",)}
 
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """What :func:`make_synthetic` writes. Sizes are (height, width) in pixels."""
