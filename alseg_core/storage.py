@@ -305,7 +305,10 @@ def write_parquet(url: str, table: pa.Table) -> None:
 def read_parquet(url: str, *, columns: list[str] | None = None) -> pa.Table:
     data = read_bytes(url)
     try:
-        return pq.read_table(io.BytesIO(data), columns=columns)
+        # One thread: pyarrow's reader pool can still be winding down when a short
+        # process exits, which aborts it ("terminate called without an active exception",
+        # apache/arrow#34314); our tables are small, in memory already.
+        return pq.read_table(io.BytesIO(data), columns=columns, use_threads=False)
     except (pa.ArrowInvalid, OSError) as err:
         raise ValueError(f"{url}: not a readable Parquet file ({err})") from err
 

@@ -218,8 +218,6 @@ def train(
     progress  : tqdm bars per epoch; ``log`` gets one summary line per epoch.
     max_epochs_this_run : stop (resumably) after this many epochs, e.g. to time-slice.
     """
-    from tqdm import tqdm
-
     if not items:
         raise ValueError("train: no labelled images to train on")
     start = time.perf_counter()
@@ -234,94 +232,39 @@ def train(
         model.load_state_dict(init.state_dict(), strict=False)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    first_epoch = 0
     # The starting weights enter the identity by content, so the same run gives the same
     # checkpoint whatever folder the previous round's checkpoint sits in.
     init_id = hashlib.sha256(storage.read_bytes(init_from)).hexdigest() if init_from else None
     identity = _run_identity(items, model_name, cfg, init_id, learning_loss, data_fingerprint)
     partial_url = checkpoint_url + ".partial"
-
-    def same_run(url: str) -> dict | None:
-        if not (resume and storage.exists(url)):
-            return None
-        try:
-            state = storage.load_checkpoint(url)
-        except ValueError:
-            return None  # unreadable (e.g. cut short): start over rather than fail
-        same = (state.get("extra") or {}).get("run") == identity
-        return state if same and state.get("train_config") == _config_dict(cfg) else None
-
-    state = same_run(checkpoint_url)
-    if state is not None and int(state["epoch"]) >= cfg.epochs:
+    finished = _same_run(checkpoint_url, identity, cfg) if resume else None
+    if finished is not None and int(finished["epoch"]) >= cfg.epochs:
         storage.remove(partial_url)
-        return TrainResult(checkpoint_url, 0, int(state["epoch"]), float("nan"), 0.0)
-    state = state or same_run(partial_url)
+        return TrainResult(checkpoint_url, 0, int(finished["epoch"]), float("nan"), 0.0)
+    state = finished or (_same_run(partial_url, identity, cfg) if resume else None)
+    first_epoch = 0
     if state is not None:
         model.load_state_dict(state["model_state"])
         if state.get("optimizer_state"):
             optimizer.load_state_dict(state["optimizer_state"])
         first_epoch = int(state["epoch"])
     dataset = SegmentationTrainSet(items, cfg)
-    steps_per_epoch = -(-len(dataset) // cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
     loss_value = float("nan")
     last_epoch = cfg.epochs
     if max_epochs_this_run is not None:
         last_epoch = min(cfg.epochs, first_epoch + max_epochs_this_run)
     for epoch in range(first_epoch, last_epoch):
-        dataset.epoch = epoch
-        # Dropout draws from the global generator: reseed per epoch so a resumed run
-        # draws exactly what the uninterrupted one would have.
-        torch.manual_seed(cfg.seed * 100_003 + epoch + 1)
-        order = torch.randperm(
-            len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        )
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=cfg.batch_size,
-            sampler=order.tolist(),
-            num_workers=cfg.num_workers,
-            drop_last=False,
-        )
-        model.train()
-        running, n = 0.0, 0
-        bar = tqdm(
-            loader,
-            desc=f"train epoch {epoch + 1}/{cfg.epochs}",
-            unit="batch",
-            disable=not progress,
-            leave=False,
-        )
-        for step, (x, y) in enumerate(bar):
-            global_step = epoch * steps_per_epoch + step
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * (1 - global_step / total_steps) ** 0.9
-            x, y = x.to(device), y.to(device)
-            loss = _loss(model, x, y)
-            if not torch.isfinite(loss):
-                # A batch without any labelled pixel gives NaN: skip it, it carries no signal.
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running += loss.item() * len(x)
-            n += len(x)
-            bar.set_postfix(loss=f"{running / max(n, 1):.3f}")
-        loss_value = running / max(n, 1)
+        loss_value = _run_epoch(model, optimizer, dataset, epoch, cfg, device, progress)
         if log is not None:
             log(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.4f}")
         done = epoch + 1 == cfg.epochs
         storage.save_checkpoint(
             checkpoint_url if done else partial_url,
             checkpoint_state(
-                model,
-                dropout=dropout,
-                epoch=epoch + 1,
-                cfg=cfg,
-                optimizer=optimizer,
+                model, dropout=dropout, epoch=epoch + 1, cfg=cfg, optimizer=optimizer,
                 extra={"run": identity},
             ),
-        )
+        )  # fmt: skip
         if done:
             storage.remove(partial_url)
     return TrainResult(
@@ -331,3 +274,64 @@ def train(
         final_loss=loss_value,
         seconds=time.perf_counter() - start,
     )
+
+
+def _same_run(url: str, identity: str, cfg: TrainConfig) -> dict | None:
+    """The checkpoint at ``url`` if it holds this very run (else None, never an error)."""
+    if not storage.exists(url):
+        return None
+    try:
+        state = storage.load_checkpoint(url)
+    except ValueError:
+        return None  # unreadable (e.g. cut short): start over rather than fail
+    same = (state.get("extra") or {}).get("run") == identity
+    return state if same and state.get("train_config") == _config_dict(cfg) else None
+
+
+def _run_epoch(
+    model: SegmentationModel,
+    optimizer: torch.optim.Optimizer,
+    dataset: SegmentationTrainSet,
+    epoch: int,
+    cfg: TrainConfig,
+    device: torch.device,
+    progress: bool,
+) -> float:
+    """One epoch (poly learning rate); returns the mean loss over labelled batches."""
+    from tqdm import tqdm
+
+    dataset.epoch = epoch
+    steps_per_epoch = -(-len(dataset) // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    # Dropout draws from the global generator: reseed per epoch so a resumed run
+    # draws exactly what the uninterrupted one would have.
+    torch.manual_seed(cfg.seed * 100_003 + epoch + 1)
+    order = torch.randperm(
+        len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.batch_size, sampler=order.tolist(),
+        num_workers=cfg.num_workers, drop_last=False,
+    )  # fmt: skip
+    model.train()
+    running, n = 0.0, 0
+    bar = tqdm(
+        loader, desc=f"train epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+        disable=not progress, leave=False,
+    )  # fmt: skip
+    for step, (x, y) in enumerate(bar):
+        global_step = epoch * steps_per_epoch + step
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * (1 - global_step / total_steps) ** 0.9
+        x, y = x.to(device), y.to(device)
+        loss = _loss(model, x, y)
+        if not torch.isfinite(loss):
+            # A batch without any labelled pixel gives NaN: skip it, it carries no signal.
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running += loss.item() * len(x)
+        n += len(x)
+        bar.set_postfix(loss=f"{running / max(n, 1):.3f}")
+    return running / max(n, 1)

@@ -53,6 +53,36 @@ def _downsample(scores: np.ndarray, stride: int) -> np.ndarray:
     )
 
 
+def _row(
+    image_id: str,
+    pred: np.ndarray,
+    pixel: dict[str, np.ndarray],
+    regions: np.ndarray | None,
+    labelled: np.ndarray | None,
+) -> dict:
+    """One image's row: estimated costs and, per strategy, image and region scores.
+
+    pred : (H, W) uint8 prediction; pixel : strategy -> (H, W) scores; regions : (H, W)
+    region map; labelled : (H, W) labelled mask (IGNORE_INDEX = not labelled) or None.
+    """
+    valid = pred != IGNORE_INDEX
+    labelled_px = labelled != IGNORE_INDEX if labelled is not None else None
+    image_cost, region_costs, _ = estimate_costs(pred, regions, labelled_px)
+    row: dict = {
+        "image_id": image_id,
+        "height": pred.shape[0],
+        "width": pred.shape[1],
+        "image_est_cost": image_cost,
+        "region_est_cost": region_costs.tolist(),
+    }
+    for name, px in pixel.items():
+        row[f"image_{name}"] = float(px[valid].mean()) if valid.any() else 0.0
+        row[f"region_{name}"] = (
+            region_means(px, regions, valid=valid).tolist() if regions is not None else []
+        )
+    return row
+
+
 def score_pool(
     model: SegmentationModel,
     samples: Sequence[cityscapes.Sample],
@@ -88,25 +118,10 @@ def score_pool(
             with torch.no_grad():
                 ll = model.forward_with_loss_prediction(x)[1].float().cpu().numpy()
         for j, sample in enumerate(batch):
-            pred = prediction[j]
-            valid = pred != IGNORE_INDEX
-            regions = region_maps(sample.image_id)
-            labelled = labelled_masks(sample.image_id)
-            labelled_px = labelled != IGNORE_INDEX if labelled is not None else None
-            image_cost, region_costs, _ = estimate_costs(pred, regions, labelled_px)
-            row = {
-                "image_id": sample.image_id,
-                "height": pred.shape[0],
-                "width": pred.shape[1],
-                "image_est_cost": image_cost,
-                "region_est_cost": region_costs.tolist(),
-            }
-            for name, scores in pixel.items():
-                px = scores[j]
-                row[f"image_{name}"] = float(px[valid].mean()) if valid.any() else 0.0
-                row[f"region_{name}"] = (
-                    region_means(px, regions, valid=valid).tolist() if regions is not None else []
-                )
+            row = _row(
+                sample.image_id, prediction[j], {n: v[j] for n, v in pixel.items()},
+                region_maps(sample.image_id), labelled_masks(sample.image_id),
+            )  # fmt: skip
             row["image_learning_loss"] = float(ll[j]) if ll is not None else float("nan")
             heat = _downsample(pixel[params.heat_strategy][j], params.heat_stride)
             row.update(heat=heat.tobytes(), heat_h=heat.shape[0], heat_w=heat.shape[1])

@@ -98,6 +98,64 @@ def check_delivery_path(directory: str) -> None:
             )
 
 
+def _delivery_meta(directory: str, request: Request) -> dict | None:
+    """delivery.json of an alseg-written delivery (None for people's masks)."""
+    meta_url = storage.join(directory, "delivery.json")
+    meta = storage.read_json(meta_url) if storage.exists(meta_url) else None
+    if meta is not None and meta.get("request_id") != request.request_id:
+        raise ValueError(
+            f"{meta_url}: delivery answers request {meta.get('request_id')!r}, "
+            f"expected {request.request_id!r}"
+        )
+    return meta
+
+
+def _delivered_files(directory: str, request: Request) -> dict[str, str]:
+    """image id -> mask URL; every requested image, and nothing else."""
+    files = {
+        url.replace("\\", "/").rsplit("/", 1)[-1][: -len(".png")]: url
+        for url in storage.glob(storage.join(directory, "*.png"))
+    }
+    requested = {i.image_id for i in request.items}
+    unknown = sorted(set(files) - requested)
+    if unknown:
+        raise ValueError(
+            f"{files[unknown[0]]}: image id {unknown[0]!r} is not in request {request.request_id}"
+        )
+    missing = sorted(requested - set(files))
+    if missing:
+        raise ValueError(
+            f"{directory}: delivery is missing {len(missing)} requested image(s): {missing[:5]}"
+        )
+    return files
+
+
+def _train_id_mask(raw: bytes, url: str, image_id: str, shape: tuple, label_ids: bool):
+    """(H, W) uint8 train ids of a delivered PNG, or ValueError naming ``url``."""
+    mask = storage.decode_png(raw, source=url)
+    if mask.ndim != 2:
+        raise ValueError(f"{url}: expected a single-channel label PNG, got shape {mask.shape}")
+    if mask.dtype != np.uint8:
+        raise ValueError(f"{url}: expected an 8-bit label PNG, got {mask.dtype} values")
+    if mask.shape != shape:
+        raise ValueError(
+            f"{url}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image "
+            f"{image_id} size {shape[1]}x{shape[0]}"
+        )
+    if label_ids:
+        if mask.max() > MAX_LABEL_ID:
+            bad = sorted(int(v) for v in np.unique(mask) if v > MAX_LABEL_ID)
+            raise ValueError(f"{url}: label ids {bad[:10]} are outside the Cityscapes label table")
+        mask = label_ids_to_train_ids(mask, source=url)
+    bad = np.unique(mask[(mask >= NUM_CLASSES) & (mask != IGNORE_INDEX)])
+    if bad.size:
+        raise ValueError(
+            f"{url}: class ids {bad[:10].tolist()} are not train ids 0..{NUM_CLASSES - 1} "
+            f"or {IGNORE_INDEX} (unlabelled)"
+        )
+    return mask.astype(np.uint8)
+
+
 def read_delivery(
     directory: str,
     request: Request,
@@ -115,72 +173,27 @@ def read_delivery(
     Raises ValueError naming the file for unknown or missing images, wrong sizes,
     non-single-channel masks and unknown classes.
     """
-    if label_format not in ("train_ids", "label_ids"):
+    if label_format not in LABEL_FORMATS:
         raise ValueError(f"label_format must be 'train_ids' or 'label_ids', got {label_format!r}")
     check_delivery_path(directory)
-    meta_url = storage.join(directory, "delivery.json")
-    meta = storage.read_json(meta_url) if storage.exists(meta_url) else None
-    if meta is not None and meta.get("request_id") != request.request_id:
-        raise ValueError(
-            f"{meta_url}: delivery answers request {meta.get('request_id')!r}, "
-            f"expected {request.request_id!r}"
-        )
-    files = {
-        url.replace("\\", "/").rsplit("/", 1)[-1][: -len(".png")]: url
-        for url in storage.glob(storage.join(directory, "*.png"))
-    }
-    requested = {i.image_id for i in request.items}
-    unknown = sorted(set(files) - requested)
-    if unknown:
-        raise ValueError(
-            f"{files[unknown[0]]}: image id {unknown[0]!r} is not in request {request.request_id}"
-        )
-    missing = sorted(requested - set(files))
-    if missing:
-        raise ValueError(
-            f"{directory}: delivery is missing {len(missing)} requested image(s): {missing[:5]}"
-        )
+    meta = _delivery_meta(directory, request)
+    files = _delivered_files(directory, request)
     images, warnings = [], []
     digest = hashlib.sha1(request.request_id.encode())
     for item in request.items:
         url = files[item.image_id]
         raw = storage.read_bytes(url)
         digest.update(item.image_id.encode() + hashlib.sha1(raw).digest())
-        mask = storage.decode_png(raw, source=url)
-        if mask.ndim != 2:
-            raise ValueError(f"{url}: expected a single-channel label PNG, got shape {mask.shape}")
-        if mask.dtype != np.uint8:
-            raise ValueError(f"{url}: expected an 8-bit label PNG, got {mask.dtype} values")
-        sample = samples[item.image_id]
-        shape = cityscapes.read_image(sample).shape[:2]
-        if mask.shape != shape:
-            raise ValueError(
-                f"{url}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image "
-                f"{item.image_id} size {shape[1]}x{shape[0]}"
-            )
-        if label_format == "label_ids" and meta is None:
-            if mask.max() > MAX_LABEL_ID:
-                bad = sorted(int(v) for v in np.unique(mask) if v > MAX_LABEL_ID)
-                raise ValueError(
-                    f"{url}: label ids {bad[:10]} are outside the Cityscapes label table"
-                )
-            mask = label_ids_to_train_ids(mask, source=url)
-        bad = np.unique(mask[(mask >= NUM_CLASSES) & (mask != IGNORE_INDEX)])
-        if bad.size:
-            raise ValueError(
-                f"{url}: class ids {bad[:10].tolist()} are not train ids 0..{NUM_CLASSES - 1} "
-                f"or {IGNORE_INDEX} (unlabelled)"
-            )
-        mask = mask.astype(np.uint8)
+        shape = cityscapes.read_image(samples[item.image_id]).shape[:2]
+        label_ids = label_format == "label_ids" and meta is None
+        mask = _train_id_mask(raw, url, item.image_id, shape, label_ids)
         area = requested_area(item, region_maps.get(item.image_id), shape)
         outside = int(((mask != IGNORE_INDEX) & ~area).sum())
         if meta is not None:
             info = meta["images"][item.image_id]
-            keys = frozenset(info["instance_keys"])
-            cost = int(info["cost"])
+            keys, cost = frozenset(info["instance_keys"]), int(info["cost"])
         else:
-            keys = frozenset()
-            cost = len(component_map(mask)[1])
+            keys, cost = frozenset(), len(component_map(mask)[1])
             if outside:
                 warnings.append(
                     f"{url}: {outside} labelled pixels lie outside the requested regions"
@@ -188,12 +201,11 @@ def read_delivery(
         labels = ImageLabels(item.image_id, frozenset(item.regions), item.full_image, keys)
         images.append(DeliveredImage(labels, mask, cost, outside))
     delivery_id = meta["delivery_id"] if meta else f"human-{digest.hexdigest()[:16]}"
-    source = meta["source"] if meta else "human"
     return Delivery(
         delivery_id,
         request.request_id,
         request.round,
-        source,
+        meta["source"] if meta else "human",
         tuple(images),
         tuple(warnings),
         estimated_cost=request.estimated_cost,
