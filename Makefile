@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench clean dvc-yaml
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# dvc.yaml is generated from alseg_core/pipeline/{layout,engine}.py (a test checks it).
+dvc-yaml: $(STAMP)
+	$(BIN)/python -m alseg_core.pipeline.dvcfile > dvc.yaml
 
 bench: $(STAMP)
 	$(BIN)/python bench/superpixels.py
