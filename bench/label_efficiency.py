@@ -1,9 +1,11 @@
 """Label efficiency: strategies x units x seeds at equal annotation cost.
 
-For each strategy and unit, the active-learning loop (``alseg run``) runs R rounds with
-the same per-round budget for each seed, on the embedded synthetic dataset; a
-full-supervision model (every pool image labelled, as many optimiser steps as an AL
-run takes in total) gives the ceiling. Runs are independent processes, two at a time.
+For each strategy and unit, the active-learning loop (``alseg run``: the round engine
+the pipeline runs) runs R rounds with the same per-round budget for each seed, on the
+embedded synthetic dataset; full supervision (every pool image labelled) trained to a
+plateau gives the ceiling, with the equal-steps figure beside it. Runs are independent
+processes, two at a time. The report adds a diagnosis per strategy (true cost per
+selected unit, labelled pixels per cost unit, per-class IoU at the last round).
 
 Writes ``<out>.csv`` (one row per strategy, unit, seed, round), ``<out>.png`` (mean mIoU
 vs % of full cost, ±1 std band over seeds, one line per strategy x unit, the ceiling)
@@ -34,21 +36,38 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _machine import describe  # noqa: E402
+from label_efficiency_report import compare, summarise  # noqa: E402
 
 PRESETS: dict[str, dict] = {
     # Sized from measured throughput on 2 CPU cores: LR-ASPP trains ~55 images/s at
-    # 64x128, so a 100-step round trains in ~15 s; 6 trainings + 5 scorings per run,
-    # 18 runs two at a time + 3 ceilings: about 45 minutes.
+    # 64x128, so a 200-step round trains in ~30 s; 6 trainings + 5 scorings per run,
+    # 18 runs two at a time + 3 ceilings trained to a plateau: about 55 minutes.
     "quick": {
         "synthetic": {"n_train": 300, "n_val": 50, "height": 64, "width": 128, "seed": 0},
         "superpixels": {"compactness": 0.02},
         "model": {"name": "lraspp_mobilenet_v3_large"},
         "al": {"rounds": 5, "initial_images": 20, "budget_per_round": 1200, "mc_passes": 10,
                "train_steps": 200},
-        "strategies": ["random", "softmax_entropy", "mc_variance"],
+        "strategies": ["random", "mc_variance", "mc_variance_plus"],
         "units": ["image", "superpixel"],
         "seeds": [0, 1, 2],
         "jobs": 2,
+        "ceiling_chunk": 16, "ceiling_tol": 0.005, "ceiling_max_chunks": 3,
+    },
+    # The synthetic default resolution, every refinement on its own (ablation): 2-3 h on
+    # 2 CPU cores, in the background.
+    "standard": {
+        "synthetic": {"n_train": 400, "n_val": 50, "height": 128, "width": 256, "seed": 0},
+        "superpixels": {"compactness": 0.01},
+        "model": {"name": "lraspp_mobilenet_v3_large"},
+        "al": {"rounds": 5, "initial_images": 20, "budget_per_round": 800, "mc_passes": 10,
+               "train_steps": 200},
+        "strategies": ["random", "mc_variance", "mc_variance_balanced", "mc_variance_per_cost",
+                       "mc_variance_plus"],
+        "units": ["image", "superpixel"],
+        "seeds": [0, 1, 2],
+        "jobs": 2,
+        "ceiling_chunk": 8, "ceiling_tol": 0.005, "ceiling_max_chunks": 4,
     },
     "full": {
         "synthetic": {"n_train": 1000, "n_val": 100, "height": 256, "width": 512, "seed": 0},
@@ -57,10 +76,12 @@ PRESETS: dict[str, dict] = {
         "al": {"rounds": 10, "initial_images": 50, "budget_per_round": 2000, "mc_passes": 10,
                "train_steps": 500},
         "strategies": ["random", "softmax_entropy", "mc_entropy", "mc_variance", "bald",
-                       "learning_loss"],
+                       "learning_loss", "mc_variance_balanced", "mc_variance_per_cost",
+                       "mc_variance_plus"],
         "units": ["image", "superpixel"],
         "seeds": [0, 1, 2],
         "jobs": 1,
+        "ceiling_chunk": 10, "ceiling_tol": 0.005, "ceiling_max_chunks": 5,
     },
     # For the test suite: two rounds on a handful of images.
     "tiny": {
@@ -69,10 +90,11 @@ PRESETS: dict[str, dict] = {
         "model": {"name": "drn_d_22"},
         "al": {"rounds": 2, "initial_images": 2, "budget_per_round": 80, "mc_passes": 2,
                "train_steps": 2},
-        "strategies": ["random", "mc_variance"],
+        "strategies": ["random", "mc_variance", "mc_variance_plus"],
         "units": ["image", "superpixel"],
         "seeds": [0, 1],
         "jobs": 1,
+        "ceiling_chunk": 1, "ceiling_tol": 0.005, "ceiling_max_chunks": 2,
     },
 }  # fmt: skip
 
@@ -98,11 +120,34 @@ def _config(preset: dict, work: Path, *, unit: str, strategy: str, seed: int, ex
     return config_from_dict(raw, source=f"preset ({unit}, {strategy}, seed {seed})")
 
 
-def _one_run(job: tuple) -> list[dict]:
+def _diagnose(layout, rounds: int) -> dict:
+    """What the run's budget bought: true cost per unit and labelled pixels per cost unit
+    over the acquisition rounds, and the per-class IoU of the last round's model."""
+    from alseg_core import storage
+    from alseg_core.labels import load_state, read_mask
+
+    def labelled_pixels(k: int) -> int:
+        root = layout.labelled(k)
+        return sum(int((read_mask(root, i) != 255).sum()) for i in load_state(root).images)
+
+    history = load_state(layout.labelled(rounds)).history
+    acquired = [h for h in history if h.round >= 1]
+    units = sum(h.n_regions or h.n_images for h in acquired)
+    cost = sum(h.cost for h in acquired)
+    pixels = labelled_pixels(rounds) - labelled_pixels(0)
+    per_class = storage.read_json(layout.metrics(rounds))["per_class_IoU"]
+    return {
+        "cost_per_unit": cost / max(1, units),
+        "pixels_per_cost": pixels / max(1, cost),
+        "per_class": per_class,
+    }
+
+
+def _one_run(job: tuple) -> tuple[list[dict], dict]:
     preset, work, unit, strategy, seed = job
     import torch
 
-    from alseg_core.pipeline.run import run_rounds
+    from alseg_core.pipeline.run import run_layout, run_rounds
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // preset["jobs"]))
     cfg = _config(preset, Path(work), unit=unit, strategy=strategy, seed=seed, extra={})
@@ -110,15 +155,19 @@ def _one_run(job: tuple) -> list[dict]:
     rows = run_rounds(cfg, log=lambda m: None)  # the round engine, as the pipeline
     last, seconds = rows[-1], time.perf_counter() - start
     print(
-        f"  {unit:>10} {strategy:<16} seed {seed}: final mIoU {last['mIoU']:.4f} "
+        f"  {unit:>10} {strategy:<20} seed {seed}: final mIoU {last['mIoU']:.4f} "
         f"at {last['pct_full_cost']:.1f}% [{seconds:.0f}s]",
         flush=True,
     )
-    return [{"strategy": strategy, "unit": unit, "seed": seed, **r} for r in rows]
+    rows = [{"strategy": strategy, "unit": unit, "seed": seed, **r} for r in rows]
+    return rows, _diagnose(run_layout(cfg), cfg.al.rounds)
 
 
 def _ceiling(job: tuple) -> dict:
-    """Every pool image labelled, as many optimiser steps as one AL run in total."""
+    """Every pool image labelled: (a) as many optimiser steps as one AL run in total;
+    (b) then on, in chunks of ``ceiling_chunk`` epochs (each from the previous chunk's
+    weights, poly learning rate restarted), until val mIoU gains less than
+    ``ceiling_tol`` over a chunk or ``ceiling_max_chunks`` chunks ran: the plateau."""
     preset, work, seed = job
     from dataclasses import replace
 
@@ -134,99 +183,30 @@ def _ceiling(job: tuple) -> dict:
     samples = list(pool.samples.values())
     steps = cfg.al.train_steps * (cfg.al.rounds + 1)
     epochs = max(1, round(steps / -(-len(samples) // cfg.train.batch_size)))
-    ckpt = str(Path(work) / "runs" / f"full-s{seed}" / "model.pt")
+    folder = Path(work) / "runs" / f"full-s{seed}"
+
+    def evaluate(ckpt: str) -> float:
+        return evaluate_step(
+            ckpt, pool.val, model_name=cfg.model.name, batch_size=cfg.eval.batch_size,
+            device=cfg.train.device,
+        )["mIoU"]  # fmt: skip
+
+    ckpt = str(folder / "equal-steps.pt")
     train_on_split(samples, ckpt, model=cfg.model, train=replace(cfg.train, epochs=epochs))
-    miou = evaluate_step(
-        ckpt, pool.val, model_name=cfg.model.name, batch_size=cfg.eval.batch_size,
-        device=cfg.train.device,
-    )["mIoU"]  # fmt: skip
-    print(f"  full supervision seed {seed}: mIoU {miou:.4f} ({epochs} epochs)", flush=True)
-    return {"seed": seed, "mIoU": miou}
-
-
-def _interp(xs: np.ndarray, ys: np.ndarray, x: float) -> float | None:
-    return float(np.interp(x, xs, ys)) if xs[0] <= x <= xs[-1] else None
-
-
-def _cost_to_reach(xs: np.ndarray, ys: np.ndarray, target: float) -> float | None:
-    for i in range(len(xs)):
-        if ys[i] >= target:
-            if i == 0:
-                return float(xs[0])
-            frac = (target - ys[i - 1]) / (ys[i] - ys[i - 1])
-            return float(xs[i - 1] + frac * (xs[i] - xs[i - 1]))
-    return None
-
-
-def summarise(rows: list[dict], ceilings: list[dict], out: Path, title: str) -> str:
-    """Write <out>.png and <out>.md from the per-round rows; returns the markdown."""
-    from alseg_core.plots import learning_curve
-
-    full = float(np.mean([c["mIoU"] for c in ceilings]))
-    groups: dict[tuple[str, str], dict[int, list[dict]]] = {}
-    for r in rows:
-        groups.setdefault((r["unit"], r["strategy"]), {}).setdefault(int(r["round"]), []).append(r)
-    curves, bands, stats = {}, {}, {}
-    for (unit, strategy), by_round in sorted(groups.items()):
-        rounds = sorted(by_round)
-        xs = np.array([np.mean([float(r["pct_full_cost"]) for r in by_round[k]]) for k in rounds])
-        ys = np.array([np.mean([float(r["mIoU"]) for r in by_round[k]]) for k in rounds])
-        sd = np.array([np.std([float(r["mIoU"]) for r in by_round[k]]) for k in rounds])
-        name = f"{unit} / {strategy}"
-        curves[name] = list(zip(xs.tolist(), ys.tolist(), strict=True))
-        bands[name] = sd.tolist()
-        stats[(unit, strategy)] = (xs, ys, sd)
-    learning_curve(curves, str(out.with_suffix(".png")), bands=bands, reference=full, title=title)
-
-    per_seed = ", ".join(f"{c['mIoU']:.4f}" for c in ceilings)
-    header = "| unit | strategy | @10% cost | @25% cost | @50% cost | cost for 95% of full |"
-    lines = [
-        f"# Label efficiency ({title})",
-        "",
-        f"Full supervision (all pool images, same total optimiser steps): mIoU {full:.4f} "
-        f"(seeds: {per_seed}).",
-        "Values: mean over seeds, linearly interpolated between rounds; '-' = outside the "
-        "costs the run covered.",
-        "",
-        header + " final mIoU ± std |",
-        "|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
-    for (unit, strategy), (xs, ys, sd) in sorted(stats.items()):
-        cells = []
-        for pct in (10, 25, 50):
-            v = _interp(xs, ys, pct)
-            cells.append("-" if v is None else f"{100 * v / full:.1f}%")
-        reach = _cost_to_reach(xs, ys, 0.95 * full)
-        cells.append("not reached" if reach is None else f"{reach:.1f}%")
-        lines.append(
-            f"| {unit} | {strategy} | " + " | ".join(cells) + f" | {ys[-1]:.4f} ± {sd[-1]:.4f} |"
-        )
-    if ("superpixel", "mc_variance") in stats and ("superpixel", "random") in stats:
-        # At equal cost: random's mean curve (and its std) interpolated at the cost that
-        # MC variance had reached after each round. Rounds do not spend exactly the
-        # budget, so comparing round k with round k would compare different costs.
-        mx, mv, mv_sd = stats[("superpixel", "mc_variance")]
-        rx, rd, rd_sd = stats[("superpixel", "random")]
-        cells, wins = [], []
-        for k in range(1, len(mx)):
-            if not rx[0] <= mx[k] <= rx[-1]:
-                cells.append(f"r{k} @{mx[k]:.1f}%: outside random's costs")
-                continue
-            diff = mv[k] - float(np.interp(mx[k], rx, rd))
-            margin = max(mv_sd[k], float(np.interp(mx[k], rx, rd_sd)))
-            wins.append(bool(diff > margin))
-            cells.append(f"r{k} @{mx[k]:.1f}%: {diff:+.4f} (std {margin:.4f})")
-        lines += [
-            "",
-            "Superpixel MC variance minus superpixel random at equal cost (random "
-            "interpolated at MC variance's cost after each round): " + "; ".join(cells),
-            f"Above random by more than one std at every round after the seed: "
-            f"{bool(wins) and all(wins) and len(wins) == len(mx) - 1} "
-            f"({sum(wins)}/{len(mx) - 1} rounds).",
-        ]  # fmt: skip
-    md = "\n".join(lines) + "\n"
-    out.with_suffix(".md").write_text(md)
-    return md
+    curve = [(epochs, evaluate(ckpt))]
+    chunk = preset["ceiling_chunk"]
+    for n in range(preset["ceiling_max_chunks"]):
+        nxt = str(folder / f"chunk-{n + 1}.pt")
+        train_on_split(samples, nxt, model=cfg.model, train=replace(cfg.train, epochs=chunk),
+                       init_from=ckpt)  # fmt: skip
+        curve.append((curve[-1][0] + chunk, evaluate(nxt)))
+        ckpt = nxt
+        if curve[-1][1] - max(m for _, m in curve[:-1]) < preset["ceiling_tol"]:
+            break
+    converged = max(m for _, m in curve)
+    print(f"  full supervision seed {seed}: equal steps {curve[0][1]:.4f} ({epochs} epochs), "
+          f"plateau {converged:.4f} after {curve[-1][0]} epochs", flush=True)  # fmt: skip
+    return {"seed": seed, "equal_steps": curve[0][1], "converged": converged, "curve": curve}
 
 
 def run(
@@ -274,7 +254,9 @@ def run(
             if check
             else list(pool.map(_ceiling, [(preset, str(work), s) for s in preset["seeds"]]))
         )
-        rows = [r for result in pool.map(_one_run, jobs_list) for r in result]
+        results = list(pool.map(_one_run, jobs_list))
+    rows = [r for result, _ in results for r in result]
+    diagnosis = _mean_diagnosis(jobs_list, [d for _, d in results])
     if check is not None:
         md = compare(rows, check, preset_name, time.perf_counter() - start)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -290,56 +272,51 @@ def run(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".csv").write_text(buf.getvalue())
     title = f"preset {preset_name}, {preset['model']['name']}, {len(preset['seeds'])} seeds"
-    md = summarise(rows, ceilings, out, title)
+    ceiling = {
+        "converged": [c["converged"] for c in ceilings],
+        "equal_steps": [c["equal_steps"] for c in ceilings],
+        "curves": [{"seed": c["seed"], "curve": c["curve"]} for c in ceilings],
+        "schedule": (
+            f"{ceilings[0]['curve'][0][0]} epochs (the AL run's steps), then chunks of "
+            f"{preset['ceiling_chunk']} epochs until a chunk gains < {preset['ceiling_tol']} "
+            f"mIoU (at most {preset['ceiling_max_chunks']})"
+        ),
+    }
+    md = summarise(rows, ceiling, diagnosis, out, title)
     minutes = (time.perf_counter() - start) / 60
     md += f"\nMachine: {describe()}. Wall time: {minutes:.1f} min. Code: {_commit()}.\n"
     md += f"Command: `.venv/bin/python bench/label_efficiency.py --preset {preset_name}`\n"
     out.with_suffix(".md").write_text(md)
-    out.with_suffix(".json").write_text(json.dumps({"ceilings": ceilings}, indent=1) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(
+        {"ceilings": ceilings, "diagnosis": {f"{u}/{st}": d for (u, st), d in diagnosis.items()},
+         "preset": {k: v for k, v in preset.items()}, "machine": describe(), "code": _commit()},
+        indent=1, default=str,
+    ) + "\n")  # fmt: skip
     print(md)
     return md
 
 
-def compare(rows: list[dict], reference: Path, preset_name: str, seconds: float) -> str:
-    """Markdown: this run's rows against the same (strategy, unit, seed, round) in ``reference``."""
-    with open(reference, newline="") as f:
-        ref = list(csv.DictReader(f))
-    key = lambda r: (r["strategy"], r["unit"], int(r["seed"]), int(r["round"]))  # noqa: E731
-    old = {key(r): r for r in ref}
-    spread: dict[tuple, list[float]] = {}
-    for r in ref:
-        spread.setdefault((r["strategy"], r["unit"], int(r["round"])), []).append(float(r["mIoU"]))
-    lines = [
-        f"# Label efficiency rerun check (preset {preset_name})",
-        "",
-        f"This run against `{reference.name}`: same strategy, unit, seed and round.",
-        "",
-        "| strategy | unit | seed | round | cost then | cost now | mIoU then | mIoU now "
-        "| difference | std over seeds then |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    diffs, within = [], []
-    for r in rows:
-        k = key(r)
-        if k not in old:
-            continue
-        then, now = float(old[k]["mIoU"]), float(r["mIoU"])
-        sd = float(np.std(spread[(k[0], k[1], k[3])]))
-        diffs.append(abs(now - then))
-        within.append(abs(now - then) <= sd + 1e-9)
-        lines.append(
-            f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {old[k]['labelled_cost']} | "
-            f"{r['labelled_cost']} | {then:.4f} | {now:.4f} | {now - then:+.4f} | {sd:.4f} |"
-        )
-    if not diffs:
-        raise SystemExit(f"{reference}: no rows in common with this run")
-    lines += [
-        "",
-        f"Rows compared: {len(diffs)}; largest |difference| in mIoU: {max(diffs):.4f}; "
-        f"within the earlier run's std over seeds: {sum(within)}/{len(within)}.",
-        f"Machine: {describe()}. Wall time: {seconds / 60:.1f} min. Code: {_commit()}.",
-    ]
-    return "\n".join(lines) + "\n"
+def _mean_diagnosis(jobs: list[tuple], diagnoses: list[dict]) -> dict:
+    """(unit, strategy) -> diagnosis averaged over seeds."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for job, d in zip(jobs, diagnoses, strict=True):
+        grouped.setdefault((job[2], job[3]), []).append(d)
+    out = {}
+    for key, ds in grouped.items():
+        names = ds[0]["per_class"]
+        out[key] = {
+            "cost_per_unit": float(np.mean([d["cost_per_unit"] for d in ds])),
+            "pixels_per_cost": float(np.mean([d["pixels_per_cost"] for d in ds])),
+            "per_class": {
+                n: (
+                    float(np.mean(v))
+                    if (v := [d["per_class"][n] for d in ds if d["per_class"][n] is not None])
+                    else None
+                )
+                for n in names
+            },  # fmt: skip
+        }
+    return out
 
 
 def _commit() -> str:

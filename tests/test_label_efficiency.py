@@ -46,7 +46,18 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
     for unit in preset["units"]:
         for strategy in preset["strategies"]:
             assert f"| {unit} | {strategy} |" in md
-    assert "Full supervision" in md and "Above random by more than one std" in md
+    assert "Ceiling: full supervision trained to a plateau" in md
+    assert "Above random by more than one std at every round" in md
+    assert "| superpixel | mc_variance_plus | " in md.split("## Diagnosis")[1]  # diagnosis rows
+    assert "Per-class IoU at the last round" in md and "Target 95 % of the ceiling" in md
+    import json
+
+    saved = json.loads(out.with_suffix(".json").read_text())
+    for ceiling in saved["ceilings"]:
+        curve = ceiling["curve"]  # (epochs, mIoU): equal steps, then the plateau chunks
+        assert len(curve) >= 2 and curve[1][0] > curve[0][0]
+        assert ceiling["converged"] == max(m for _, m in curve)
+    assert saved["diagnosis"]["superpixel/mc_variance"]["cost_per_unit"] > 0
 
     # A rerun of one configuration through `alseg bench --check` reproduces its rows
     # (CPU runs are deterministic: the difference is exactly zero, inside any seed noise).

@@ -15,7 +15,7 @@ it, minus those already labelled. Void pixels are never labelled nor charged.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -69,15 +69,31 @@ def full_image_cost(sample: cityscapes.Sample) -> int:
     return len(component_map(label, instances)[1])
 
 
-def estimate_costs(
+@dataclass(frozen=True)
+class CostEstimate:
+    """What labelling an image or its regions would cost, read off a predicted map.
+
+    image_cost        : predicted instances not touching labelled pixels
+    region_costs      : (n_regions,) int64, the same per region (empty without regions)
+    predicted         : every predicted instance (calibrates the estimate)
+    region_components : per region, the indices of the unpaid predicted instances it
+                        overlaps; a greedy pass that buys one region makes these free
+                        for the others (marginal cost)
+    """
+
+    image_cost: int
+    region_costs: np.ndarray
+    predicted: int
+    region_components: list[list[int]]
+
+
+def cost_estimate(
     prediction: np.ndarray, region_map: np.ndarray | None, labelled: np.ndarray | None
-) -> tuple[int, np.ndarray, int]:
-    """Estimated cost of the image and of each region, from a predicted train-id map.
+) -> CostEstimate:
+    """Estimated costs from a predicted (H, W) train-id map; ``labelled`` (H, W) bool.
 
     Predicted instances are connected components of each predicted class; those that
-    touch already-labelled pixels (``labelled`` True) are free. Returns (image cost,
-    (n_regions,) int64 region costs; empty without a region map, and the number of
-    predicted instances ignoring what is labelled, which calibrates the estimate).
+    touch already-labelled pixels are free.
     """
     comp, keys = component_map(prediction)
     n = len(keys)
@@ -87,13 +103,24 @@ def estimate_costs(
         free[touched] = True
     image_cost = int(n - free[:n].sum())
     if region_map is None:
-        return image_cost, np.zeros(0, np.int64), n
+        return CostEstimate(image_cost, np.zeros(0, np.int64), n, [])
     n_regions = int(region_map.max()) + 1
     ok = comp >= 0
     pairs = np.unique(region_map[ok].astype(np.int64) * (n + 1) + comp[ok])
     regions, comps = pairs // (n + 1), pairs % (n + 1)
     keep = ~free[comps]
-    return image_cost, np.bincount(regions[keep], minlength=n_regions).astype(np.int64), n
+    regions, comps = regions[keep], comps[keep]
+    costs = np.bincount(regions, minlength=n_regions).astype(np.int64)
+    split = np.split(comps, np.cumsum(costs)[:-1])  # pairs are sorted by region
+    return CostEstimate(image_cost, costs, n, [c.astype(int).tolist() for c in split])
+
+
+def estimate_costs(
+    prediction: np.ndarray, region_map: np.ndarray | None, labelled: np.ndarray | None
+) -> tuple[int, np.ndarray, int]:
+    """(image cost, (n_regions,) region costs, predicted instances): see ``cost_estimate``."""
+    est = cost_estimate(prediction, region_map, labelled)
+    return est.image_cost, est.region_costs, est.predicted
 
 
 CALIBRATION_RANGE = (0.2, 5.0)

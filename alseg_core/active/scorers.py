@@ -23,6 +23,7 @@ __all__ = [
     "MCAccumulator",
     "PixelStats",
     "bald",
+    "class_balanced_mc_variance",
     "entropy",
     "mc_dropout_scores",
     "mc_entropy",
@@ -53,6 +54,7 @@ class PixelStats:
     mean_sq_probs: torch.Tensor
     mean_entropy: torch.Tensor
     passes: int
+    class_weights: torch.Tensor | None = None  # (C,) rarity weights of the labelled set
 
     @classmethod
     def from_samples(cls, probs: Any, *, logits: Any = None) -> PixelStats:
@@ -81,6 +83,21 @@ def mc_entropy(stats: PixelStats) -> torch.Tensor:
 def mc_variance(stats: PixelStats) -> torch.Tensor:
     """Mean over classes of the per-class variance E[p²] - E[p]²."""
     return (stats.mean_sq_probs - stats.mean_probs**2).clamp_min(0.0).mean(dim=1)
+
+
+def class_balanced_mc_variance(stats: PixelStats) -> torch.Tensor:
+    """MC variance x the weight of each pixel's predicted class (``class_weights``).
+
+    Rare classes in the labelled set weigh more, so the budget goes to the classes the
+    model has seen least (small classes stay at 0 IoU otherwise). Without weights this
+    is MC variance.
+    """
+    score = mc_variance(stats)
+    if stats.class_weights is None:
+        return score
+    source = stats.logits if stats.logits is not None else stats.mean_probs
+    weights = stats.class_weights.to(score.device, score.dtype)
+    return score * weights[source.argmax(1)]
 
 
 def bald(stats: PixelStats) -> torch.Tensor:

@@ -10,15 +10,16 @@ it back); ground truth is never read.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from alseg_core import storage
-from alseg_core.active.costs import component_map, estimate_costs
+from alseg_core.active.costs import component_map, cost_estimate
 from alseg_core.active.regions import region_means
 from alseg_core.active.strategies import pixel_strategies
 from alseg_core.datasets import cityscapes
@@ -38,6 +39,7 @@ class ScoreParams:
     heat_stride: int = 4
     device: str = "auto"
     seed: int = 0
+    class_weights: tuple[float, ...] | None = None  # (C,) for class-balanced scorers
 
 
 def _downsample(scores: np.ndarray, stride: int) -> np.ndarray:
@@ -67,13 +69,19 @@ def _row(
     """
     valid = pred != IGNORE_INDEX
     labelled_px = labelled != IGNORE_INDEX if labelled is not None else None
-    image_cost, region_costs, _ = estimate_costs(pred, regions, labelled_px)
+    est = cost_estimate(pred, regions, labelled_px)
     row: dict = {
         "image_id": image_id,
         "height": pred.shape[0],
         "width": pred.shape[1],
-        "image_est_cost": image_cost,
-        "region_est_cost": region_costs.tolist(),
+        "image_est_cost": est.image_cost,
+        "region_est_cost": est.region_costs.tolist(),
+        "region_components": est.region_components,
+        "region_pixels": (
+            np.bincount(regions[valid], minlength=len(est.region_costs)).tolist()
+            if regions is not None
+            else []
+        ),
     }
     for name, px in pixel.items():
         row[f"image_{name}"] = float(px[valid].mean()) if valid.any() else 0.0
@@ -111,6 +119,8 @@ def score_pool(
         x = torch.stack([to_tensor(img) for img in images]).to(dev)
         generator = torch.Generator(device=dev).manual_seed(params.seed * 1_000_003 + batch_index)
         stats = mc_statistics(model, x, passes=params.mc_passes, generator=generator)
+        if params.class_weights is not None:
+            stats = replace(stats, class_weights=torch.tensor(params.class_weights))
         prediction = stats.logits.argmax(1).cpu().numpy().astype(np.uint8)
         pixel = {s.name: s.pixel_scores(stats).float().cpu().numpy() for s in strategies}
         ll = None
@@ -134,6 +144,7 @@ def score_pool(
             b"alseg_format": SCORES_FORMAT.encode(),
             b"heat_strategy": params.heat_strategy.encode(),
             b"num_classes": str(NUM_CLASSES).encode(),
+            b"alseg_class_weights": json.dumps(params.class_weights).encode(),
         }
     )
 

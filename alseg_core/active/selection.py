@@ -7,6 +7,7 @@ never candidates (``candidates_for_image``). Ground truth is never read here.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ class Candidate:
     region: int
     score: float
     est_cost: int
+    pixels: int = 0  # valid pixels in the unit (for informative pixels per cost)
+    components: tuple[int, ...] | None = None  # unpaid predicted instances it overlaps
 
 
 def candidates_for_image(
@@ -33,10 +36,14 @@ def candidates_for_image(
     region_costs: Sequence[int] | np.ndarray,
     *,
     labelled_regions: Iterable[int] = (),
+    region_pixels: Sequence[int] | None = None,
+    region_components: Sequence[Sequence[int]] | None = None,
 ) -> list[Candidate]:
     """The superpixels of one image not yet labelled; NaN scores (no valid pixel) rank last.
 
-    region_scores : (n_regions,) float; region_costs : (n_regions,) int estimated costs.
+    region_scores : (n_regions,) float; region_costs : (n_regions,) int estimated costs;
+    region_pixels : (n_regions,) valid pixels; region_components : the predicted
+    instances each region overlaps (for ``select_greedy``'s marginal cost).
     """
     if len(region_scores) != len(region_costs):
         raise ValueError(
@@ -48,7 +55,9 @@ def candidates_for_image(
         if region in done:
             continue
         value = -np.inf if score is None or np.isnan(score) else float(score)
-        out.append(Candidate(image_id, region, value, int(cost)))
+        pixels = int(region_pixels[region]) if region_pixels is not None else 0
+        comps = tuple(region_components[region]) if region_components is not None else None
+        out.append(Candidate(image_id, region, value, int(cost), pixels, comps))
     return out
 
 
@@ -89,4 +98,79 @@ def select_under_budget(
         if spent + cost <= budget:
             chosen.append(cand)
             spent += cost
+    return Chosen(tuple(chosen), budget, spent)
+
+
+def _key(cand: Candidate, cost: int, per_cost: bool) -> float:
+    if np.isnan(cand.score):
+        return -np.inf
+    if not per_cost:
+        return cand.score
+    return cand.score * max(1, cand.pixels) / max(1, cost)
+
+
+def select_greedy(
+    candidates: Sequence[Candidate],
+    budget: int,
+    *,
+    per_cost: bool = False,
+    marginal_cost: bool = False,
+    max_per_image: int | None = None,
+    cost_factor: float = 1.0,
+) -> Chosen:
+    """Greedy selection with the refinements beyond the reference.
+
+    per_cost      : rank by expected informative pixels per cost unit (mean score x
+                    valid pixels / estimated cost) instead of by mean score;
+    marginal_cost : a predicted instance is paid once: after a region is bought, the
+                    other regions of its image that overlap the same instances cost
+                    less (and, with ``per_cost``, rank higher);
+    max_per_image : at most this many units of one image per round (diversity);
+    cost_factor   : calibration (true / estimated cost) applied to every estimate.
+
+    The order is exact greedy on the current keys (stale heap entries are skipped);
+    ties break on (image id, region). Without any option this is
+    ``select_under_budget`` on calibrated costs.
+    """
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    ordered = sorted(candidates, key=lambda c: (c.image_id, c.region))
+    bought: dict[str, set[int]] = {}
+    taken: dict[str, int] = {}
+
+    def cost(c: Candidate) -> int:
+        raw = c.est_cost
+        if marginal_cost and c.components is not None:
+            raw = len(set(c.components) - bought.get(c.image_id, set()))
+        return max(1, round(raw * cost_factor))
+
+    version = [0] * len(ordered)
+    heap = [(-_key(c, cost(c), per_cost), i, 0) for i, c in enumerate(ordered)]
+    heapq.heapify(heap)
+    by_image: dict[str, list[int]] = {}
+    for i, c in enumerate(ordered):
+        by_image.setdefault(c.image_id, []).append(i)
+    chosen, spent, done = [], 0, set()
+    while heap and spent < budget:
+        _, i, ver = heapq.heappop(heap)
+        cand = ordered[i]
+        if ver != version[i] or i in done:
+            continue
+        if max_per_image is not None and taken.get(cand.image_id, 0) >= max_per_image:
+            continue
+        c = cost(cand)
+        if spent + c > budget:
+            continue
+        chosen.append(cand)
+        done.add(i)
+        spent += c
+        taken[cand.image_id] = taken.get(cand.image_id, 0) + 1
+        if marginal_cost and cand.components:
+            bought.setdefault(cand.image_id, set()).update(cand.components)
+            shared = set(cand.components)
+            for j in by_image[cand.image_id]:
+                other = ordered[j]
+                if j not in done and other.components and shared & set(other.components):
+                    version[j] += 1
+                    heapq.heappush(heap, (-_key(other, cost(other), per_cost), j, version[j]))
     return Chosen(tuple(chosen), budget, spent)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from alseg_core.active.costs import calibrated
 from alseg_core.active.regions import region_means
 from alseg_core.active.selection import (
     IMAGE_UNIT,
@@ -26,6 +27,7 @@ from alseg_core.active.selection import (
     Candidate,
     Chosen,
     candidates_for_image,
+    select_greedy,
     select_under_budget,
 )
 
@@ -50,6 +52,11 @@ class Strategy:
     random_order: bool = False
     loss_prediction: bool = False
     description: str = ""
+    # Selection beyond the reference (``select_greedy``); all off for the reference ones.
+    per_cost: bool = False
+    marginal_cost: bool = False
+    max_per_image: int | None = None
+    column: str | None = None  # scores-table column (default: the name)
 
     def __post_init__(self) -> None:
         unknown = set(self.units) - set(UNITS)
@@ -61,6 +68,16 @@ class Strategy:
     @property
     def has_pixel_scores(self) -> bool:
         return self.scorer is not None
+
+    @property
+    def scores_column(self) -> str:
+        """The ``image_<c>`` / ``region_<c>`` columns its scores live in."""
+        return self.column or self.name
+
+    @property
+    def plain(self) -> bool:
+        """Greedy by score with independent costs: the reference's selection."""
+        return not (self.per_cost or self.marginal_cost or self.max_per_image)
 
     def pixel_scores(self, stats: PixelStats) -> Any:
         """(N, H, W) scores; numpy in (``PixelStats.from_samples``) gives torch out."""
@@ -81,11 +98,26 @@ class Strategy:
         budget: int,
         *,
         rng: np.random.Generator | None = None,
+        cost_factor: float = 1.0,
     ) -> Chosen:
-        """Greedy by score under ``budget``; a random-order strategy needs ``rng``."""
+        """Choose under ``budget`` (costs x ``cost_factor``); random order needs ``rng``.
+
+        Returns the candidates as given (raw estimates); ``spent`` is in calibrated costs.
+        """
         if self.random_order and rng is None:
             raise ValueError(f"strategy {self.name!r} selects in random order: pass rng")
-        return select_under_budget(candidates, budget, rng=rng if self.random_order else None)
+        if self.plain:
+            raw = {(c.image_id, c.region): c for c in candidates}
+            chosen = select_under_budget(
+                calibrated(list(candidates), cost_factor), budget,
+                rng=rng if self.random_order else None,
+            )  # fmt: skip
+            picked = tuple(raw[(c.image_id, c.region)] for c in chosen.candidates)
+            return Chosen(picked, chosen.budget, chosen.spent)
+        return select_greedy(
+            candidates, budget, per_cost=self.per_cost, marginal_cost=self.marginal_cost,
+            max_per_image=self.max_per_image, cost_factor=cost_factor,
+        )  # fmt: skip
 
     def check_unit(self, unit: str) -> None:
         if unit not in UNITS:
@@ -110,17 +142,21 @@ class Strategy:
             image_id = row["image_id"]
             if state.is_fully_labelled(image_id):
                 continue
+            column = self.scores_column
             if unit == IMAGE_UNIT:
-                score = 0.0 if self.random_order else _column(row, f"image_{self.name}")
-                out.append(Candidate(image_id, -1, float(score), int(row["image_est_cost"])))
+                score = 0.0 if self.random_order else _column(row, f"image_{column}")
+                pixels = int(row.get("height", 0)) * int(row.get("width", 0))
+                out.append(
+                    Candidate(image_id, -1, float(score), int(row["image_est_cost"]), pixels)
+                )
                 continue
             costs = row["region_est_cost"]
-            scores = (
-                [0.0] * len(costs) if self.random_order else _column(row, f"region_{self.name}")
-            )
+            scores = [0.0] * len(costs) if self.random_order else _column(row, f"region_{column}")
             out += candidates_for_image(
-                image_id, scores, costs, labelled_regions=state.labelled_regions(image_id)
-            )
+                image_id, scores, costs, labelled_regions=state.labelled_regions(image_id),
+                region_pixels=row.get("region_pixels"),
+                region_components=row.get("region_components") if self.marginal_cost else None,
+            )  # fmt: skip
         return out
 
 
@@ -179,6 +215,10 @@ def check_strategy(strategy: str, unit: str) -> None:
     get_strategy(strategy).check_unit(unit)
 
 
+#: Diversity cap of ``mc_variance_plus``: superpixels (or images) per image per round.
+MAX_PER_IMAGE = 8
+
+
 def _builtin(name: str) -> PixelScorer:
     """A built-in scorer of ``alseg_core.active.scorers``, imported (torch) on first use."""
 
@@ -207,13 +247,34 @@ def _register_builtins() -> None:
             "learning_loss", units=(IMAGE_UNIT,), loss_prediction=True,
             description="predicted loss (Yoo & Kweon 2019), whole images",
         ),
+        # Beyond the reference (each a modifier of MC variance, compared with it):
+        Strategy(
+            "mc_variance_balanced", lazy("class_balanced_mc_variance"), needs_mc=True,
+            description="MC variance x rarity of the predicted class in the labelled set "
+            "(median-frequency weights; cf. Cai et al. 2021 class-balanced acquisition)",
+        ),
+        Strategy(
+            "mc_variance_per_cost", lazy("mc_variance"), needs_mc=True, per_cost=True,
+            marginal_cost=True, column="mc_variance",
+            description="MC variance x pixels per estimated cost, each predicted "
+            "instance paid once in the greedy pass",
+        ),
+        Strategy(
+            "mc_variance_plus", lazy("class_balanced_mc_variance"), needs_mc=True,
+            per_cost=True, marginal_cost=True, max_per_image=MAX_PER_IMAGE,
+            column="mc_variance_balanced",
+            description="class-balanced MC variance per cost, marginal cost, at most "
+            f"{MAX_PER_IMAGE} units of one image a round",
+        ),
     ):  # fmt: skip
         register_strategy(strategy)
 
 
 def pixel_strategies() -> list[Strategy]:
-    """Registered strategies that score pixels, in registration order."""
-    return [s for s in STRATEGY_REGISTRY.values() if s.has_pixel_scores]
+    """Registered strategies that own a pixel-score column, in registration order."""
+    return [
+        s for s in STRATEGY_REGISTRY.values() if s.has_pixel_scores and s.scores_column == s.name
+    ]
 
 
 _register_builtins()

@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from alseg_core import storage
+from alseg_core.active.balance import class_counts, class_weights
 from alseg_core.active.scoring import (
     CALIBRATION_IMAGES,
     ScoreParams,
@@ -54,7 +55,11 @@ def score_step(
             return read_mask(labelled, image_id)
         return None
 
-    heat = strategy if get_strategy(strategy).has_pixel_scores else DEFAULT_HEAT
+    chosen = get_strategy(strategy)
+    heat = chosen.scores_column if chosen.has_pixel_scores else DEFAULT_HEAT
+    counts = class_counts(
+        [read_mask(labelled, i) for i in sorted(state.images)] if labelled else []
+    )
     model = load_model(checkpoint, model_name=model_name, num_classes=num_classes)
     table = score_pool(
         model,
@@ -68,6 +73,7 @@ def score_step(
             heat_stride=heat_stride,
             device=device,
             seed=seed,
+            class_weights=tuple(float(w) for w in class_weights(counts)),
         ),
         progress=progress,
     )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from alseg_core import storage
-from alseg_core.active.costs import calibrated, cost_calibration
+from alseg_core.active.costs import cost_calibration
 from alseg_core.active.scoring import read_scores
 from alseg_core.active.selection import IMAGE_UNIT, Candidate
 from alseg_core.active.strategies import get_strategy
@@ -33,18 +33,16 @@ def _choose(
     cands = chooser.candidates(table.to_pylist(), state, unit=unit)
     meta = (table.schema.metadata or {}).get(b"alseg_predicted_instances", b"{}")
     factor, basis = cost_calibration(state, unit=unit, predicted_on_labelled=json.loads(meta))
-    raw = {(c.image_id, c.region): c for c in cands}
-    scaled = calibrated(cands, factor)
-    result = chooser.select(scaled, budget, rng=rng)
+    result = chooser.select(cands, budget, rng=rng, cost_factor=factor)
     warning = None
     if cands and not result.candidates:
-        cheapest = min(max(1, c.est_cost) for c in scaled)
+        cheapest = min(max(1, round(c.est_cost * factor)) for c in cands)
         warning = (
             f"no {unit} fits al.budget_per_round={budget}: the cheapest costs {cheapest} "
             f"(estimate x calibration {factor:.2f}); nothing is selected this round"
         )
     # The request keeps the model's raw estimates: later rounds calibrate against them.
-    chosen = [raw[(c.image_id, c.region)] for c in result.candidates]
+    chosen = list(result.candidates)
     return chosen, result.spent, (factor, basis), warning
 
 

@@ -1,0 +1,99 @@
+"""Selection beyond the reference, on hand-made score maps and candidates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alseg_core.active.balance import class_counts, class_weights
+from alseg_core.active.scorers import PixelStats, class_balanced_mc_variance, mc_variance
+from alseg_core.active.selection import Candidate, select_greedy, select_under_budget
+from alseg_core.active.strategies import get_strategy
+from alseg_core.labels import LabelState
+
+
+def test_cost_aware_ranking_picks_the_cheaper_of_two_equally_uncertain_regions():
+    a = Candidate("img", 0, 0.5, 4, pixels=100)
+    b = Candidate("img", 1, 0.5, 1, pixels=100)
+    # By score alone the tie breaks on region id: region 0, the expensive one.
+    assert select_under_budget([a, b], 4).candidates == (a,)
+    chosen = select_greedy([a, b], 4, per_cost=True)
+    assert chosen.candidates[0] == b  # 0.5 x 100 / 1 > 0.5 x 100 / 4
+    # Informative pixels count too: a larger region of the same score and cost wins.
+    big = Candidate("img", 2, 0.5, 1, pixels=300)
+    assert select_greedy([b, big], 1, per_cost=True).candidates == (big,)
+
+
+def test_marginal_cost_charges_a_shared_instance_once():
+    # Regions 0 and 1 both overlap the predicted car (instance 7); region 1 also a pole.
+    r0 = Candidate("img", 0, 0.9, 1, components=(7,))
+    r1 = Candidate("img", 1, 0.8, 2, components=(7, 8))
+    # Independent costs: 1 + 2 = 3 > budget 2, so region 1 does not fit.
+    assert select_under_budget([r0, r1], 2).candidates == (r0,)
+    # Marginal: after region 0 the car is paid; region 1 costs 1 (the pole): both fit.
+    chosen = select_greedy([r0, r1], 2, marginal_cost=True)
+    assert chosen.candidates == (r0, r1) and chosen.spent == 2
+    # The calibration factor scales the marginal cost: 1 x 3 = 3 for region 1 -> too much.
+    assert select_greedy([r0, r1], 4, marginal_cost=True, cost_factor=3.0).spent == 3
+
+
+def test_marginal_cost_reranks_regions_that_became_cheaper():
+    first = Candidate("a", 0, 1.0, 1, pixels=10, components=(1,))
+    shared = Candidate("a", 1, 0.5, 2, pixels=10, components=(1, 2))  # 0.5*10/2 = 2.5
+    other = Candidate("b", 0, 0.4, 1, pixels=10, components=(5,))  # 0.4*10/1 = 4
+    chosen = select_greedy([first, shared, other], 2, per_cost=True, marginal_cost=True)
+    # After `first`, `shared` costs 1 (key 5 > 4) and goes before `other`.
+    assert chosen.candidates == (first, shared)
+
+
+def test_a_cap_per_image_spreads_the_round_over_images():
+    cands = [Candidate("a", r, 1.0 - r / 10, 1) for r in range(5)] + [Candidate("b", 0, 0.1, 1)]
+    chosen = select_greedy(cands, 4, max_per_image=2)
+    assert [(c.image_id, c.region) for c in chosen.candidates] == [("a", 0), ("a", 1), ("b", 0)]
+
+
+def test_without_options_greedy_equals_the_reference_selection():
+    rng = np.random.default_rng(0)
+    cands = [Candidate(f"i{k % 5}", k, float(rng.random()), int(rng.integers(1, 6)))
+             for k in range(40)]  # fmt: skip
+    assert select_greedy(cands, 30) == select_under_budget(cands, 30)
+
+
+def test_class_weights_are_median_frequency_and_unseen_classes_get_the_top():
+    mask = np.array([[0, 0, 0, 0, 0, 0, 1, 1, 255, 255]], np.uint8)  # 6 road, 2 sidewalk
+    counts = class_counts([mask], num_classes=3)
+    assert counts.tolist() == [6, 2, 0]
+    w = class_weights(counts)
+    # freq 0.75 and 0.25, median 0.5: weights 2/3 and 2; class 2 never labelled -> 10
+    assert w == pytest.approx([2 / 3, 2.0, 10.0])
+    assert class_weights(np.zeros(3)).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_class_weighting_raises_a_rare_class_region_above_a_common_one():
+    # Two pixels, equally uncertain: pixel 0 predicted class 0 (common), pixel 1 class 1
+    # (rare in the labelled set).
+    a = torch.tensor([[[0.9, 0.1]], [[0.1, 0.9]]], dtype=torch.float64)  # (C=2, H=1, W=2)
+    probs = torch.stack([a, a.flip(0)])[:, None]  # D=2 disagreeing passes, N=1
+    logits = torch.tensor([[[[2.0, -1.0]], [[-1.0, 2.0]]]], dtype=torch.float64)
+    stats = PixelStats.from_samples(probs, logits=logits)
+    plain = mc_variance(stats)[0, 0]
+    assert plain[0] == pytest.approx(plain[1].item())
+    weighted = PixelStats(**{**stats.__dict__, "class_weights": torch.tensor([0.5, 4.0])})
+    balanced = class_balanced_mc_variance(weighted)[0, 0]
+    assert balanced[1] > balanced[0] and balanced[1] / balanced[0] == pytest.approx(8.0)
+
+
+def test_new_strategies_read_their_columns_and_reference_ones_are_unchanged():
+    row = {"image_id": "x", "height": 2, "width": 2, "image_est_cost": 3,
+           "region_est_cost": [1, 2], "region_pixels": [3, 1],
+           "region_components": [[0], [0, 1]],
+           "region_mc_variance": [0.2, 0.9], "image_mc_variance": 0.4,
+           "region_mc_variance_balanced": [0.9, 0.1], "image_mc_variance_balanced": 0.5}  # fmt: skip
+    state = LabelState()
+    plus = get_strategy("mc_variance_plus").candidates([row], state, unit="superpixel")
+    assert [(c.score, c.pixels, c.components) for c in plus] == [(0.9, 3, (0,)), (0.1, 1, (0, 1))]
+    ref = get_strategy("mc_variance")
+    assert ref.plain and ref.candidates([row], state, unit="superpixel")[0].components is None
+    per_cost = get_strategy("mc_variance_per_cost").candidates([row], state, unit="superpixel")
+    assert [c.score for c in per_cost] == [0.2, 0.9]  # MC variance's own column
