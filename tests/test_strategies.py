@@ -89,7 +89,8 @@ def test_new_strategies_read_their_columns_and_reference_ones_are_unchanged():
            "region_est_cost": [1, 2], "region_pixels": [3, 1],
            "region_components": [[0], [0, 1]],
            "region_mc_variance": [0.2, 0.9], "image_mc_variance": 0.4,
-           "region_mc_variance_balanced": [0.9, 0.1], "image_mc_variance_balanced": 0.5}  # fmt: skip
+           "region_mc_variance_balanced": [0.9, 0.1],
+           "image_mc_variance_balanced": 0.5}  # fmt: skip
     state = LabelState()
     plus = get_strategy("mc_variance_plus").candidates([row], state, unit="superpixel")
     assert [(c.score, c.pixels, c.components) for c in plus] == [(0.9, 3, (0,)), (0.1, 1, (0, 1))]
