@@ -143,8 +143,11 @@ def _verdicts(stats: dict, profiles: dict) -> list[str]:
         lines.append(
             f"- {label}: {key[0]} / {key[1]}: {_fmt(p['at'][10])} / {_fmt(p['at'][25])} / "
             f"{_fmt(p['at'][50])} of the ceiling at 10 / 25 / 50 % of full cost; 95 % "
-            + ("reached at " + _fmt(p["reach95"]) if p["reach95"] else "not reached")
-            + " of full cost."
+            + (
+                "reached at " + _fmt(p["reach95"]) + " of full cost."
+                if p["reach95"]
+                else "not reached in the costs covered."
+            )
         )
         random = (key[0], "random")
         if random in stats:
