@@ -259,6 +259,7 @@ def run(
     diagnosis = _mean_diagnosis(jobs_list, [d for _, d in results])
     if check is not None:
         md = compare(rows, check, preset_name, time.perf_counter() - start)
+        md += f"Machine: {describe()}. Code: {_commit()}.\n"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text(md)
         print(md)
