@@ -16,7 +16,7 @@ import yaml
 
 from alseg_core import storage
 from alseg_core.datasets.synthetic import SyntheticSpec
-from alseg_core.superpixels import SuperpixelParams
+from alseg_core.superpixels import SuperpixelParams, SuperpixelStore
 from alseg_core.training_spec import TrainConfig
 
 __all__ = ["Config", "TrainConfig", "load_config", "config_from_dict", "add_round"]
@@ -39,6 +39,10 @@ class SuperpixelConfig:
 
     def params(self) -> SuperpixelParams:
         return SuperpixelParams(self.method, self.n_regions, self.compactness)
+
+    def open_store(self) -> SuperpixelStore:
+        """The Parquet store at ``store`` for these parameters."""
+        return SuperpixelStore(self.store, self.params())
 
     def __post_init__(self) -> None:
         self.params()  # validates

@@ -64,6 +64,25 @@ def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
     return f"s3://{name}"
 
 
+# ----------------------------------------------------------------------------- pipeline repos
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_pipeline(repo: Path) -> None:
+    """Make ``repo`` hold what a clone of the project holds for the pipeline: dvc.yaml,
+    the ignore files and the library sources its stages depend on."""
+    import shutil
+
+    repo.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(PROJECT_ROOT / name, repo / name)
+    shutil.copytree(
+        PROJECT_ROOT / "alseg_core", repo / "alseg_core",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- datasets
 
 #: A hand-made 4x10 label-id map holding every id of the Cityscapes table (0..33).

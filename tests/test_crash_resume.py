@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_pipeline
 
 from alseg_core.datasets.synthetic import SyntheticSpec, make_synthetic
 from alseg_core.pipeline.layout import ROUND_STEPS, SEED_STEPS, stage_name
@@ -117,12 +118,7 @@ def template(tmp_path_factory, s3_endpoint):
     make_synthetic(f"{bucket}/cs", SyntheticSpec(n_train=8, n_val=2, height=48, width=96))
     fresh = tmp_path_factory.mktemp("crash") / "fresh"
     fresh.mkdir()
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(REPO_ROOT / name, fresh / name)
-    shutil.copytree(  # the stages depend on the code they run
-        REPO_ROOT / "alseg_core", fresh / "alseg_core",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )  # fmt: skip
+    copy_pipeline(fresh)  # the stages depend on the code they run
     for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
         subprocess.run(cmd, cwd=fresh, check=True, env=_env())
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import copy_pipeline
 
 from alseg_core.pipeline.layout import DVC_BASE, RoundLayout
 from alseg_core.storage import load_checkpoint
@@ -56,14 +56,7 @@ def _run(args: list[str], cwd: Path) -> str:
 def make_pipeline_repo(tmp_path: Path, root: Path, *, finetune: bool) -> Path:
     """A git + DVC repo like a clone of this project: dvc.yaml, params.yaml, the sources."""
     repo = tmp_path / "repo"
-    repo.mkdir()
-    shutil.copy(REPO_ROOT / "dvc.yaml", repo / "dvc.yaml")
-    shutil.copy(REPO_ROOT / ".gitignore", repo / ".gitignore")
-    shutil.copy(REPO_ROOT / ".dvcignore", repo / ".dvcignore")
-    shutil.copytree(
-        REPO_ROOT / "alseg_core", repo / "alseg_core",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )  # fmt: skip
+    copy_pipeline(repo)
     (repo / "params.yaml").write_text(
         PARAMS.format(root=root, store=tmp_path / "sp", finetune=str(finetune).lower())
     )

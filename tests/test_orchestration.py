@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_pipeline
 
 from alseg_core import storage
 from alseg_core.datasets.synthetic import SyntheticSpec, make_synthetic
@@ -75,12 +75,7 @@ def make_repo(tmp_path: Path, bucket: str, endpoint: str, env: dict, *, annotato
     make_synthetic(root, SyntheticSpec(n_train=12, n_val=3, height=48, width=96, seed=1))
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(REPO_ROOT / name, repo / name)
-    shutil.copytree(  # a clone of the project: the stages depend on the code they run
-        REPO_ROOT / "alseg_core", repo / "alseg_core",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )  # fmt: skip
+    copy_pipeline(repo)  # a clone of the project: the stages depend on the code they run
     (repo / "params.yaml").write_text(
         TINY_PARAMS.format(root=root, store=store, export=export, annotator=annotator)
     )
@@ -283,7 +278,6 @@ def test_human_round_suspends_and_resumes_on_delivery(served, tmp_path):
     from alseg_core.config import load_config
     from alseg_core.labels import LabelState
     from alseg_core.pipeline.pool import Pool
-    from alseg_core.superpixels import SuperpixelStore
 
     repo, env, server, bucket = served
     run_id = trigger(env)
@@ -295,7 +289,7 @@ def test_human_round_suspends_and_resumes_on_delivery(served, tmp_path):
     # An annotator labels the exported request and uploads the masks to S3.
     request = load_request(exported)
     cfg = load_config(str(repo / "params.yaml"))
-    store = SuperpixelStore(cfg.superpixels.store, cfg.superpixels.params())
+    store = cfg.superpixels.open_store()
     maps = {i.image_id: store.read(i.image_id) for i in request.items}
     pool = Pool.read(str(repo / "data/rounds/pool.json"))
     answer = oracle_answer(request, pool.samples, maps, LabelState())

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alseg_core.active.costs import calibrated, cost_calibration, estimate_costs
+from alseg_core.active.costs import cost_calibration, estimate_costs
 from alseg_core.active.regions import region_means
-from alseg_core.active.selection import Candidate, select_under_budget
+from alseg_core.active.selection import Candidate, calibrated, select_under_budget
 from alseg_core.active.strategies import get_strategy
 from alseg_core.labels import ImageLabels, LabelState
 

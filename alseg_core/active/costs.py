@@ -15,12 +15,12 @@ it, minus those already labelled. Void pixels are never labelled nor charged.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-from alseg_core.active.selection import IMAGE_UNIT, Candidate
+from alseg_core.active.selection import IMAGE_UNIT
 from alseg_core.datasets import cityscapes
 from alseg_core.labels import LabelState
 from alseg_core.types import NUM_CLASSES
@@ -153,10 +153,3 @@ def cost_calibration(
             basis = f"{len(done)} earlier deliveries"
     lo, hi = CALIBRATION_RANGE
     return float(min(max(factor, lo), hi)), basis
-
-
-def calibrated(cands: list[Candidate], factor: float) -> list[Candidate]:
-    """Candidates with their estimated cost scaled by ``factor`` (at least 1 each)."""
-    if factor == 1.0:
-        return cands
-    return [replace(c, est_cost=max(1, round(c.est_cost * factor))) for c in cands]

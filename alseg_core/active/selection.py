@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -101,6 +101,18 @@ def select_under_budget(
     return Chosen(tuple(chosen), budget, spent)
 
 
+def calibrated_cost(est_cost: int, factor: float) -> int:
+    """An estimated cost scaled by the calibration ``factor``; every unit costs at least 1."""
+    return max(1, round(est_cost * factor))
+
+
+def calibrated(cands: list[Candidate], factor: float) -> list[Candidate]:
+    """Candidates with their estimated cost scaled by ``factor`` (at least 1 each)."""
+    if factor == 1.0:
+        return cands
+    return [replace(c, est_cost=calibrated_cost(c.est_cost, factor)) for c in cands]
+
+
 def _key(cand: Candidate, cost: int, per_cost: bool) -> float:
     if np.isnan(cand.score):
         return -np.inf
@@ -142,7 +154,7 @@ def select_greedy(
         raw = c.est_cost
         if marginal_cost and c.components is not None:
             raw = len(set(c.components) - bought.get(c.image_id, set()))
-        return max(1, round(raw * cost_factor))
+        return calibrated_cost(raw, cost_factor)
 
     version = [0] * len(ordered)
     heap = [(-_key(c, cost(c), per_cost), i, 0) for i, c in enumerate(ordered)]

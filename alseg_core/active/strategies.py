@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from alseg_core.active.costs import calibrated
 from alseg_core.active.regions import region_means
 from alseg_core.active.selection import (
     IMAGE_UNIT,
@@ -26,6 +25,7 @@ from alseg_core.active.selection import (
     UNITS,
     Candidate,
     Chosen,
+    calibrated,
     candidates_for_image,
     select_greedy,
     select_under_budget,

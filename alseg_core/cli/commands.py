@@ -29,17 +29,13 @@ def _pool(args: argparse.Namespace, cfg: Config, *, val: bool = False):
     """The pool from ``--pool`` (a manifest) or listed once now."""
     from alseg_core.pipeline.pool import Pool
 
-    if getattr(args, "pool", None):
-        pool = Pool.read(args.pool)
-        pool.check_matches(cfg.data.root, cfg.data.pool_split, cfg.data.val_split, args.pool)
-        return pool
-    return Pool.list(cfg.data.root, cfg.data.pool_split, cfg.data.val_split if val else None)
+    d = cfg.data
+    manifest = getattr(args, "pool", None) or None
+    return Pool.open(d.root, d.pool_split, d.val_split, manifest=manifest, list_val=val)
 
 
 def _store(cfg: Config):
-    from alseg_core.superpixels import SuperpixelStore
-
-    return SuperpixelStore(cfg.superpixels.store, cfg.superpixels.params())
+    return cfg.superpixels.open_store()
 
 
 def _samples(cfg: Config, split: str):
@@ -162,7 +158,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> None:
-    from alseg_core.pipeline.steps.select import select_step
+    from alseg_core.pipeline.steps.select import describe_selection, select_step
 
     cfg = config(args)
     al = cfg.al
@@ -173,12 +169,7 @@ def cmd_select(args: argparse.Namespace) -> None:
     )  # fmt: skip
     if summary.get("warning"):
         print(f"warning: {summary['warning']}", file=sys.stderr)
-    n_regions = sum(len(i["regions"]) for i in summary["items"])
-    print(
-        f"round {args.round}: selected {len(summary['items'])} images / {n_regions} regions "
-        f"({summary['unit']}, {summary['strategy']}), estimated cost "
-        f"{summary['estimated_spent']} of budget {summary['budget']} -> {args.out}"
-    )
+    print(describe_selection(summary, args.out))
 
 
 def cmd_request(args: argparse.Namespace) -> None:

@@ -85,16 +85,13 @@ class RoundEngine:
 
     @cached_property
     def pool(self) -> Pool:
-        d = self.cfg.data
-        if storage.exists(self.layout.pool):
-            pool = Pool.read(self.layout.pool)
-            pool.check_matches(d.root, d.pool_split, d.val_split, self.layout.pool)
-            return pool
-        return Pool.list(d.root, d.pool_split, d.val_split)
+        d, manifest = self.cfg.data, self.layout.pool
+        manifest = manifest if storage.exists(manifest) else None
+        return Pool.open(d.root, d.pool_split, d.val_split, manifest=manifest)
 
     @cached_property
     def store(self) -> SuperpixelStore:
-        return SuperpixelStore(self.cfg.superpixels.store, self.cfg.superpixels.params())
+        return self.cfg.superpixels.open_store()
 
     # ------------------------------------------------------------------------- outputs
 
@@ -160,7 +157,7 @@ class RoundEngine:
         return f"round {k}: scored {n} pool images (D={cfg.al.mc_passes}) -> {L.scores(k)}"
 
     def _select(self, k: int, prev: int | None) -> str:
-        from alseg_core.pipeline.steps.select import select_step
+        from alseg_core.pipeline.steps.select import describe_selection, select_step
 
         al, L = self.cfg.al, self.layout
         summary = select_step(
@@ -171,13 +168,7 @@ class RoundEngine:
         )  # fmt: skip
         if summary.get("warning"):
             self.log(f"warning: {summary['warning']}")
-        n_regions = sum(len(i["regions"]) for i in summary["items"])
-        return (
-            f"round {k}: selected {len(summary['items'])} images / {n_regions} regions "
-            f"({summary['unit']}, {summary['strategy']}), estimated cost "
-            f"{summary['estimated_spent']} of budget {summary['budget']} "
-            f"(calibration x{summary['cost_calibration']['factor']:.2f}) -> {L.selection(k)}"
-        )
+        return describe_selection(summary, L.selection(k))
 
     def _request(self, k: int, prev: int | None) -> str:
         from alseg_core.pipeline.steps.request import request_step

@@ -39,6 +39,24 @@ class Pool:
         val = cityscapes.list_samples(root, val_split) if val_split else []
         return cls(root, pool_split, val_split or "", {s.image_id: s for s in pool}, tuple(val))
 
+    @classmethod
+    def open(
+        cls,
+        root: str,
+        pool_split: str,
+        val_split: str,
+        *,
+        manifest: str | None = None,
+        list_val: bool = True,
+    ) -> Pool:
+        """The pool from ``manifest`` (checked to list this dataset), else listed now
+        (the validation split too unless ``list_val`` is false)."""
+        if manifest is not None:
+            pool = cls.read(manifest)
+            pool.check_matches(root, pool_split, val_split, manifest)
+            return pool
+        return cls.list(root, pool_split, val_split if list_val else None)
+
     @property
     def ids(self) -> list[str]:
         return sorted(self.samples)

@@ -10,7 +10,7 @@ import numpy as np
 from alseg_core import storage
 from alseg_core.active.costs import cost_calibration
 from alseg_core.active.scoring import read_scores
-from alseg_core.active.selection import IMAGE_UNIT, Candidate
+from alseg_core.active.selection import IMAGE_UNIT, Candidate, calibrated_cost
 from alseg_core.active.strategies import get_strategy
 from alseg_core.annotation.requests import RequestItem, make_request
 from alseg_core.labels import LabelState, load_state
@@ -36,7 +36,7 @@ def _choose(
     result = chooser.select(cands, budget, rng=rng, cost_factor=factor)
     warning = None
     if cands and not result.candidates:
-        cheapest = min(max(1, round(c.est_cost * factor)) for c in cands)
+        cheapest = min(calibrated_cost(c.est_cost, factor) for c in cands)
         warning = (
             f"no {unit} fits al.budget_per_round={budget}: the cheapest costs {cheapest} "
             f"(estimate x calibration {factor:.2f}); nothing is selected this round"
@@ -44,6 +44,17 @@ def _choose(
     # The request keeps the model's raw estimates: later rounds calibrate against them.
     chosen = list(result.candidates)
     return chosen, result.spent, (factor, basis), warning
+
+
+def describe_selection(summary: dict, out: str) -> str:
+    """One line for people: what ``select_step`` chose and what it is estimated to cost."""
+    n_regions = sum(len(i["regions"]) for i in summary["items"])
+    return (
+        f"round {summary['round']}: selected {len(summary['items'])} images / {n_regions} "
+        f"regions ({summary['unit']}, {summary['strategy']}), estimated cost "
+        f"{summary['estimated_spent']} of budget {summary['budget']} "
+        f"(calibration x{summary['cost_calibration']['factor']:.2f}) -> {out}"
+    )
 
 
 def select_step(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from alseg_core.pipeline.pool import Pool
 from alseg_core.superpixels import SuperpixelStore
 
@@ -22,4 +24,4 @@ def superpixels_step(
 def write_pool_manifest(pool: Pool, store: SuperpixelStore, url: str) -> None:
     """The pool listing plus the store it was segmented into (later steps read this)."""
     settings = {"store": store.url, **store.params.__dict__}
-    Pool(pool.root, pool.pool_split, pool.val_split, pool.samples, pool.val, settings).write(url)
+    replace(pool, superpixels=settings).write(url)
