@@ -87,7 +87,7 @@ PRESETS: dict[str, dict] = {
     "tiny": {
         "synthetic": {"n_train": 12, "n_val": 4, "height": 48, "width": 96, "seed": 0},
         "superpixels": {"compactness": 0.02, "n_regions": 30},
-        "model": {"name": "drn_d_22"},
+        "model": {"name": "lraspp_mobilenet_v3_large"},
         "al": {"rounds": 2, "initial_images": 2, "budget_per_round": 80, "mc_passes": 2,
                "train_steps": 2},
         "strategies": ["random", "mc_variance", "mc_variance_plus"],
@@ -160,7 +160,17 @@ def _one_run(job: tuple) -> tuple[list[dict], dict]:
         flush=True,
     )
     rows = [{"strategy": strategy, "unit": unit, "seed": seed, **r} for r in rows]
-    return rows, _diagnose(run_layout(cfg), cfg.al.rounds)
+    layout = run_layout(cfg)
+    _prune_checkpoints(layout, cfg.al.rounds)
+    return rows, _diagnose(layout, cfg.al.rounds)
+
+
+def _prune_checkpoints(layout, rounds: int) -> None:
+    """Drop every round's model but the last once a run is done: the curve and the
+    diagnosis need only the metrics (a DRN-D-22 checkpoint is ~190 MB, a full preset
+    would keep 540 of them)."""
+    for k in range(rounds):
+        Path(layout.model(k)).unlink(missing_ok=True)
 
 
 def _ceiling(job: tuple) -> dict:
