@@ -98,6 +98,10 @@ class ALConfig:
     annotator: str = "oracle"  # or "human": labels come from a delivery folder
     label_format: str = "train_ids"  # human deliveries: train_ids or label_ids
     export: str = "data/exports"  # where requests for humans go (path or s3:// URL)
+    # Human rounds: the tool files written beside request.csv (label-studio, cvat, coco),
+    # and the URL prefix under which the tool finds the images (None: their own URLs).
+    export_formats: tuple[str, ...] = ("label-studio", "cvat")
+    image_url_prefix: str | None = None
 
     def __post_init__(self) -> None:
         from alseg_core.active.strategies import check_strategy
@@ -116,6 +120,10 @@ class ALConfig:
             )
         if self.mc_passes < 1:
             raise ValueError(f"al.mc_passes (D) must be >= 1, got {self.mc_passes}")
+        known = ("label-studio", "cvat", "coco")
+        for fmt in self.export_formats:
+            if fmt not in known:
+                raise ValueError(f"al.export_formats: unknown format {fmt!r}; expected {known}")
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ValueError(f"{where}: expected a list, got {value!r}")
         inner = typing.get_args(annotation)
+        if len(inner) == 2 and inner[1] is Ellipsis:
+            return tuple(_coerce(v, inner[0], where) for v in value)
         if len(inner) != len(value):
             raise ValueError(f"{where}: expected {len(inner)} values, got {value!r}")
         return tuple(_coerce(v, t, where) for v, t in zip(value, inner, strict=True))
@@ -257,6 +267,40 @@ def config_from_dict(raw: Any, *, source: str = "params") -> Config:
     return Config(**built)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ValueError(
+                f"{loader.source}: key {key!r} appears twice in one mapping (lines "
+                f"{seen[key]} and {line}); YAML would silently keep only the second"
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
+def strict_yaml_load(text: str, *, source: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys, naming ``source`` and the lines."""
+    loader = _StrictLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
     """Read params.yaml (``path`` None = defaults only) and apply ``section.key`` overrides."""
     raw: dict[str, Any] = {}
@@ -266,7 +310,7 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Co
             raise FileNotFoundError(f"{path}: params file not found")
         text = storage.read_text(path)
         try:
-            raw = yaml.safe_load(text)
+            raw = strict_yaml_load(text, source=path)
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: not valid YAML ({err})") from err
         if raw is None:
@@ -305,6 +349,8 @@ def add_round(path: str) -> RoundSpec:
         lines[rounds_at[0]] = "rounds:"
     lines.append(f"  {round_name(new.k)}: {{prev: {round_name(new.prev)}}}")
     new_text = "\n".join(lines) + "\n"
-    config_from_dict(yaml.safe_load(new_text), source=path)  # validate before writing
+    config_from_dict(
+        strict_yaml_load(new_text, source=path), source=path
+    )  # validate before writing
     storage.write_bytes(path, new_text.encode())
     return new

@@ -13,9 +13,29 @@ from alseg_core.models import SegmentationModel
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device for ``device`` ('auto', 'cpu', 'cuda', 'cuda:1', 'mps', ...).
+
+    Asking for an accelerator this machine lacks is an error that says so (before any
+    work starts), not a traceback from deep inside torch.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device {device!r} is not a torch device name ({err})") from err
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device {device!r} was asked, but this machine has no usable CUDA GPU; "
+                "use device 'cpu' or 'auto'"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r} was asked, but this machine has {count} GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} was asked, but MPS is not available here")
+    return dev
 
 
 def image_batches(

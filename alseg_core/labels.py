@@ -141,9 +141,18 @@ def mask_url(root: str, image_id: str) -> str:
 
 
 def load_state(root: str | None) -> LabelState:
-    """The state of the labelled set at ``root``; None or a missing root = empty set."""
-    if root is None or not storage.exists(root):
+    """The state of the labelled set at ``root``; None = the empty set.
+
+    A root that does not exist is an error, never an empty set: a typo would otherwise
+    score already labelled images again, or write a new set without the earlier labels.
+    """
+    if root is None:
         return LabelState()
+    if not storage.exists(root):
+        raise FileNotFoundError(
+            f"{root}: no labelled set there (no such folder); give an existing labelled set, "
+            "or none for a first round"
+        )
     url = state_url(root)
     if not storage.exists(url):
         raise ValueError(f"{root}: incomplete labelled set (no state.json)")

@@ -254,7 +254,9 @@ def decode_png(data: bytes, *, source: str) -> np.ndarray:
     """Decode PNG/JPEG bytes to an array; ``source`` names the file in errors.
 
     Returns (H, W, 3) uint8 for colour images, (H, W) for single-channel ones
-    (uint8, or int32 for 16/32-bit PNGs such as Cityscapes instanceIds).
+    (uint8, or int32 for 16/32-bit PNGs such as Cityscapes instanceIds). A palette PNG
+    (mode ``P``, what CVAT and many tools write for masks) is read by index: the value
+    is the class, never the palette colour's brightness.
     """
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -262,7 +264,7 @@ def decode_png(data: bytes, *, source: str) -> np.ndarray:
             if img.mode in ("I", "I;16", "I;16B", "I;16L"):
                 return np.asarray(img, dtype=np.int32)
             if img.mode in ("L", "P"):
-                return np.asarray(img.convert("L") if img.mode == "P" else img, dtype=np.uint8)
+                return np.asarray(img, dtype=np.uint8)
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{source}: not a readable image ({err})") from err
@@ -271,6 +273,17 @@ def decode_png(data: bytes, *, source: str) -> np.ndarray:
 def read_image(url: str) -> np.ndarray:
     """Read a PNG from a path or URL (see :func:`decode_png` for the result)."""
     return decode_png(read_bytes(url), source=str(url))
+
+
+def read_rgb(url: str) -> np.ndarray:
+    """(H, W, 3) uint8 photo at ``url``; a single-channel file is an error naming it."""
+    image = read_image(url)
+    if image.ndim != 3:
+        raise ValueError(
+            f"{url}: expected an RGB image, got a single-channel image of "
+            f"{image.shape[1]}x{image.shape[0]} (greyscale or a label mask in the image folder?)"
+        )
+    return image
 
 
 def encode_png(array: np.ndarray) -> bytes:

@@ -120,9 +120,7 @@ def decode_region_map(data: bytes, dtype: str, height: int, width: int) -> np.nd
 
 def _row_for(args: tuple[str, str, SuperpixelParams]) -> dict:
     image_id, image_url, params = args
-    image = storage.read_image(image_url)
-    if image.ndim != 3:
-        raise ValueError(f"{image_url}: expected an RGB image, got shape {image.shape}")
+    image = storage.read_rgb(image_url)
     regions = compute_regions(image, params)
     data, dtype = encode_region_map(regions)
     stats = region_stats(regions)
@@ -162,6 +160,15 @@ class SuperpixelStore:
         self.params = params or SuperpixelParams()
         self._index: dict[str, str] | None = None
         self._cache: dict[str, tuple[pa.Table, dict[str, int]]] = {}
+
+    def fingerprint(self) -> str:
+        """What the store's region maps depend on (format and parameters), as a short hash.
+
+        Scores, selections and requests record it; a later step given a store with
+        another fingerprint refuses, since its region ids would name other pixels.
+        """
+        text = STORE_FORMAT + json.dumps(asdict(self.params), sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def _metadata(self) -> dict[bytes, bytes]:
         return {

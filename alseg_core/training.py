@@ -53,8 +53,12 @@ class SegmentationTrainSet(torch.utils.data.Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         item = self.items[index]
-        image = storage.read_image(item.image_url)
+        image = storage.read_rgb(item.image_url)
         raw = storage.read_image(item.label_url)
+        if raw.ndim != 2:
+            raise ValueError(
+                f"{item.label_url}: expected a single-channel label PNG, got shape {raw.shape}"
+            )
         if raw.shape != image.shape[:2]:
             raise ValueError(
                 f"{item.label_url}: mask size {raw.shape[::-1]} differs from its image "
@@ -79,7 +83,7 @@ class SegmentationTrainSet(torch.utils.data.Dataset):
 
     def _native_size(self) -> tuple[int, int]:
         if not hasattr(self, "_size"):
-            self._size = tuple(storage.read_image(self.items[0].image_url).shape[:2])
+            self._size = tuple(storage.read_rgb(self.items[0].image_url).shape[:2])
         return self._size
 
 

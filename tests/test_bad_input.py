@@ -60,7 +60,7 @@ def base(tmp_path_factory, monkeypatch_module) -> Path:
     from alseg_core.models import build_model
     from alseg_core.training import checkpoint_state
 
-    for name, classes in (("lraspp_mobilenet_v3_large", 19), ("drn_d_22", 7)):
+    for name, classes in (("lraspp_mobilenet_v3_large", 19), ("drn_d_22", 7), ("drn_d_22", 19)):
         model = build_model(name, num_classes=classes)
         storage.save_checkpoint(
             str(ws / f"{name}-{classes}.pt"), checkpoint_state(model, dropout=0.5, epoch=1)
@@ -222,6 +222,130 @@ def store_truncated(ws: Path) -> list[str]:
     return ["superpixels"]
 
 
+# --- issue 13: inputs that silently changed what is labelled or charged, and tracebacks
+
+
+def delivery_all_unlabelled(ws: Path) -> list[str]:
+    storage.write_png(str(_first_mask(ws)), np.full((48, 96), 255, np.uint8))
+    return _merge_inbox(ws)
+
+
+def merge_out_is_labelled(ws: Path) -> list[str]:
+    argv = _merge_inbox(ws)
+    argv[argv.index("data/rounds/r0/labelled-again")] = "data/rounds/r0/labelled"
+    return argv
+
+
+def merge_out_inside_labelled(ws: Path) -> list[str]:
+    argv = _merge_inbox(ws)
+    argv[argv.index("data/rounds/r0/labelled-again")] = "data/rounds/r0/labelled/next"
+    return argv
+
+
+def merge_labelled_typo(ws: Path) -> list[str]:
+    argv = _merge_inbox(ws)
+    argv[argv.index("data/rounds/r0/labelled")] = "data/rounds/r0/labeled"
+    return argv
+
+
+def score_labelled_typo(ws: Path) -> list[str]:
+    return ["score", "--checkpoint", "drn_d_22-19.pt", "--labelled", "data/rounds/r0/labeled",
+            "--out", "scores.parquet"]  # fmt: skip
+
+
+def annotate_labelled_typo(ws: Path) -> list[str]:
+    return ["annotate", "--request", "data/rounds/r0/request", "--labelled",
+            "data/rounds/r0/labeled", "--out", "delivery-again"]  # fmt: skip
+
+
+def duplicate_section(ws: Path) -> list[str]:
+    return _params(PARAMS + "al: {budget_per_round: 99}\n")(ws)
+
+
+def duplicate_key(ws: Path) -> list[str]:
+    return _params(_edit("mc_passes: 2}", "mc_passes: 2, mc_passes: 5}"))(ws)
+
+
+def _region_selection(ws: Path) -> dict:
+    """The seed selection turned into a superpixel request of regions 1 and 2 per image."""
+    import json
+
+    sel = json.loads((ws / "data/rounds/r0/selection.json").read_text())
+    for item in sel["items"]:
+        item.update(regions=[1, 2], full_image=False)
+    return sel
+
+
+def request_with_other_store(ws: Path) -> list[str]:
+    import json
+
+    from alseg_core.superpixels import SuperpixelParams, SuperpixelStore
+
+    sel = _region_selection(ws)
+    other = SuperpixelStore("elsewhere", SuperpixelParams(n_regions=50, compactness=0.02))
+    sel["superpixel_store"] = other.fingerprint()
+    (ws / "sel.json").write_text(json.dumps(sel))
+    return ["request", "--selection", "sel.json", "--out", "req-again"]
+
+
+def annotate_with_other_store(ws: Path) -> list[str]:
+    import json
+
+    from alseg_core.superpixels import SuperpixelParams, SuperpixelStore
+
+    sel = _region_selection(ws)
+    sel["superpixel_store"] = SuperpixelStore(
+        "x", SuperpixelParams(n_regions=20, compactness=0.02)
+    ).fingerprint()
+    (ws / "sel.json").write_text(json.dumps(sel))
+    assert _run(ws, "request", "--selection", "sel.json", "--out", "req") == 0
+    (ws / "params.yaml").write_text(_edit("n_regions: 20", "n_regions: 30"))
+    return ["annotate", "--request", "req", "--out", "delivery-again"]
+
+
+def greyscale_pool_image(ws: Path) -> list[str]:
+    from PIL import Image
+
+    image = sorted((ws / "data/cs/leftImg8bit/train").rglob("*.png"))[0]
+    Image.open(image).convert("L").save(image)
+    return ["train", "--split", "train", "--epochs", "1", "--out", "m.pt"]
+
+
+def cuda_without_gpu(ws: Path) -> list[str]:
+    return ["train", "--split", "train", "--epochs", "1", "--out", "m.pt", "--device", "cuda"]
+
+
+def import_unknown_class(ws: Path) -> list[str]:
+    import json
+
+    r0 = ws / "data/rounds/r0/request"
+    ids = sorted(
+        json.loads((r0 / "request.json").read_text())["items"], key=lambda i: i["image_id"]
+    )
+    from alseg_core.annotation.formats.brush_rle import mask_to_rle
+
+    full = np.ones((48, 96), bool)
+    tasks = [{"id": n, "data": {"image_id": i["image_id"]}, "annotations": [{"result": [
+        {"id": "a", "type": "brushlabels", "from_name": "tag", "to_name": "image",
+         "original_width": 96, "original_height": 48,
+         "value": {"format": "rle", "rle": mask_to_rle(full), "brushlabels": ["lamppost"]}}]}]}
+        for n, i in enumerate(ids)]  # fmt: skip
+    (ws / "ls.json").write_text(json.dumps(tasks))
+    return ["import", "--format", "label-studio", "--from", "ls.json", "--request",
+            "data/rounds/r0/request", "--out", "inbox-ls"]  # fmt: skip
+
+
+def import_wrong_format(ws: Path) -> list[str]:
+    (ws / "coco.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    return ["import", "--format", "label-studio", "--from", "coco.json", "--request",
+            "data/rounds/r0/request", "--out", "inbox-ls"]  # fmt: skip
+
+
+def import_missing_file(ws: Path) -> list[str]:
+    return ["import", "--format", "cvat-mask", "--from", "export.zip", "--request",
+            "data/rounds/r0/request", "--out", "inbox-cvat"]  # fmt: skip
+
+
 CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("corrupt PNG", corrupt_png, r"inbox/\w+\.png: not a readable image"),
     ("truncated PNG", truncated_png, r"inbox/\w+\.png: not a readable image"),
@@ -248,7 +372,24 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("checkpoint holding a pickle", checkpoint_pickle, r"evil\.pt: not a loadable alseg checkpoint"),
     ("store of another version", store_other_version, r"\.parquet: superpixel store format 'alseg-superpixels/0', expected 'alseg-superpixels/1'"),
     ("truncated store part", store_truncated, r"\.parquet: not a readable Parquet file"),
+    # issue 13
+    ("delivery all 255 for the requested image", delivery_all_unlabelled, r"inbox/\w+\.png: no label inside the requested image of image \w+"),
+    ("merge --out is --labelled", merge_out_is_labelled, r"the merged set data/rounds/r0/labelled would overwrite or nest in the labelled set"),
+    ("merge --out inside --labelled", merge_out_inside_labelled, r"labelled/next would overwrite or nest in the labelled set"),
+    ("typo in merge --labelled", merge_labelled_typo, r"data/rounds/r0/labeled: no labelled set there"),
+    ("typo in score --labelled", score_labelled_typo, r"data/rounds/r0/labeled: no labelled set there"),
+    ("typo in annotate --labelled", annotate_labelled_typo, r"data/rounds/r0/labeled: no labelled set there"),
+    ("duplicate section in params.yaml", duplicate_section, r"params\.yaml: key 'al' appears twice in one mapping \(lines 6 and 9\)"),
+    ("duplicate key in params.yaml", duplicate_key, r"params\.yaml: key 'mc_passes' appears twice"),
+    ("request with another store than scored", request_with_other_store, r"sel\.json: its region ids index superpixel store \w+, but the store given now is \w+"),
+    ("annotate with another store than requested", annotate_with_other_store, r"req/request\.json: its region ids index superpixel store"),
+    ("greyscale pool image", greyscale_pool_image, r"leftImg8bit\.png: expected an RGB image, got a single-channel image of 96x48"),
+    ("unknown class name in a Label Studio export", import_unknown_class, r"ls\.json: task 0, result a: unknown class name 'lamppost'"),
+    ("a COCO file given as Label Studio", import_wrong_format, r"coco\.json: expected a list of tasks"),
+    ("tool export missing", import_missing_file, r"export\.zip: no such file or folder"),
 ]  # fmt: skip
+if not __import__("torch").cuda.is_available():
+    CASES.append(("--device cuda without a GPU", cuda_without_gpu, r"device 'cuda' was asked, but this machine has no usable CUDA GPU"))  # fmt: skip
 
 
 def test_the_table_has_at_least_15_cases():
@@ -271,3 +412,41 @@ def test_bad_input_fails_fast_and_changes_nothing(
     assert re.search(message, out.err), f"{name}: {out.err!r} does not match {message!r}"
     assert "pickle code ran" not in out.out
     assert _snapshot(ws) == before, f"{name}: the workspace changed"
+
+
+def test_ctrl_c_during_train_exits_130_with_a_message_and_resumes(base, tmp_path):
+    """SIGINT (Ctrl-C) in training: exit 130, one line saying what to do, no traceback,
+    nothing changed but the finished-epoch checkpoint; the same command then resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws, symlinks=True)
+    before = _snapshot(ws)
+    argv = [str(Path(sys.executable).parent / "alseg"), "--params", "params.yaml", "--no-progress",
+            "train", "--split", "train", "--model", "lraspp_mobilenet_v3_large", "--epochs",
+            "30", "--out", "m.pt"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))  # fmt: skip
+    partial = ws / "m.pt.partial"
+    deadline = time.time() + 240
+    while not partial.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert partial.exists(), "training wrote no epoch checkpoint"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "alseg train: interrupted" in err and "run the same command again" in err
+    after = _snapshot(ws)
+    added = set(after) - set(before)
+    assert added == {"m.pt.partial"}, added  # the last finished epoch, nothing half-written
+    assert all(after[k] == v for k, v in before.items())
+    # The same command goes on from the finished epochs.
+    resumed = subprocess.run(argv, cwd=ws, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed after epoch" in resumed.stdout, resumed.stdout
+    assert (ws / "m.pt").exists() and not partial.exists()

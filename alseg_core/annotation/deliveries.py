@@ -72,6 +72,7 @@ def _write_delivery(directory: str, delivery: Delivery) -> None:
                 img.labels.image_id: {
                     "cost": img.cost,
                     "instance_keys": sorted(img.labels.instance_keys),
+                    "regions": sorted(img.labels.regions),
                 }
                 for img in delivery.images
             },
@@ -156,6 +157,39 @@ def _train_id_mask(raw: bytes, url: str, image_id: str, shape: tuple, label_ids:
     return mask.astype(np.uint8)
 
 
+def _inbox_meta(directory: str) -> dict | None:
+    """import.json of an inbox written by ``alseg import`` (None for a folder of masks)."""
+    url = storage.join(directory, "import.json")
+    return storage.read_json(url) if storage.exists(url) else None
+
+
+def _human_cost(
+    mask: np.ndarray, instances: np.ndarray | None, old: np.ndarray | None
+) -> tuple[int, int]:
+    """(units charged, units delivered) for a human delivery.
+
+    One unit per delivered object instance (when the format carries instances) and per
+    connected piece of each class otherwise; a unit whose pixels the labelled set already
+    holds with the same class is not charged again.
+    """
+    comp, keys = component_map(mask, instances)
+    if old is None:
+        return len(keys), len(keys)
+    changed = (comp >= 0) & (old != mask)
+    return int(np.unique(comp[changed]).size), len(keys)
+
+
+def _labelled_regions(
+    item, area: np.ndarray, labelled: np.ndarray, region_map: np.ndarray | None
+) -> tuple[frozenset[int], list[int]]:
+    """Requested regions holding a label after the merge, and those left without any."""
+    if item.full_image or region_map is None:
+        return frozenset(item.regions), []
+    got = set(np.unique(region_map[area & labelled]).tolist())
+    kept = frozenset(r for r in item.regions if r in got)
+    return kept, sorted(set(item.regions) - kept)
+
+
 def read_delivery(
     directory: str,
     request: Request,
@@ -163,20 +197,29 @@ def read_delivery(
     region_maps: Mapping[str, np.ndarray],
     *,
     label_format: str = "train_ids",
+    labelled: str | None = None,
 ) -> Delivery:
     """Read and validate a delivery folder against ``request``.
 
-    A folder written by the oracle carries delivery.json with the exact cost; a human
+    A folder written by the oracle carries delivery.json with the exact cost. A human
     delivery is a folder of ``<image_id>.png`` masks in train ids (255 = unlabelled) or
-    Cityscapes label ids (``label_format="label_ids"``, 0 = unlabelled) and is charged one
-    unit per connected component of each class in the delivered mask.
+    Cityscapes label ids (``label_format="label_ids"``, 0 = unlabelled); one written by
+    ``alseg import`` also holds ``instances/<image_id>.png``. It is charged one unit per
+    delivered instance (connected piece of a class where there are no instances), less
+    the units the labelled set ``labelled`` already holds.
     Raises ValueError naming the file for unknown or missing images, wrong sizes,
-    non-single-channel masks and unknown classes.
+    non-single-channel masks, unknown classes and images whose requested regions come
+    back without any label. Requested regions that come back unlabelled (in an image
+    that has labels elsewhere) are not recorded as labelled, with a warning.
     """
+    from alseg_core.annotation.formats.common import read_inbox_instances
+    from alseg_core.labels import mask_url, read_mask
+
     if label_format not in LABEL_FORMATS:
         raise ValueError(f"label_format must be 'train_ids' or 'label_ids', got {label_format!r}")
     check_delivery_path(directory)
     meta = _delivery_meta(directory, request)
+    imported = _inbox_meta(directory) is not None
     files = _delivered_files(directory, request)
     images, warnings = [], []
     digest = hashlib.sha1(request.request_id.encode())
@@ -185,20 +228,44 @@ def read_delivery(
         raw = storage.read_bytes(url)
         digest.update(item.image_id.encode() + hashlib.sha1(raw).digest())
         shape = cityscapes.read_image(samples[item.image_id]).shape[:2]
-        label_ids = label_format == "label_ids" and meta is None
+        label_ids = label_format == "label_ids" and meta is None and not imported
         mask = _train_id_mask(raw, url, item.image_id, shape, label_ids)
-        area = requested_area(item, region_maps.get(item.image_id), shape)
+        region_map = region_maps.get(item.image_id)
+        area = requested_area(item, region_map, shape)
         outside = int(((mask != IGNORE_INDEX) & ~area).sum())
         if meta is not None:
             info = meta["images"][item.image_id]
             keys, cost = frozenset(info["instance_keys"]), int(info["cost"])
+            regions = frozenset(info.get("regions", item.regions))
         else:
-            keys, cost = frozenset(), len(component_map(mask)[1])
+            old = None
+            if labelled and storage.exists(mask_url(labelled, item.image_id)):
+                old = read_mask(labelled, item.image_id)
+            have = mask != IGNORE_INDEX
+            if not (have & area).any():
+                raise ValueError(
+                    f"{url}: no label inside the requested "
+                    + ("image" if item.full_image else f"regions {list(item.regions)[:10]}")
+                    + f" of image {item.image_id} (every pixel there is {IGNORE_INDEX}, "
+                    "unlabelled); label them, or leave the image out of the request"
+                )
+            instances = read_inbox_instances(directory, item.image_id) if imported else None
+            if instances is not None:
+                digest.update(instances.tobytes())
+            cost, _ = _human_cost(mask, instances, old)
+            keys = frozenset()
+            merged = have if old is None else have | (old != IGNORE_INDEX)
+            regions, empty = _labelled_regions(item, area, merged, region_map)
+            if empty:
+                warnings.append(
+                    f"{url}: requested regions {empty[:10]} came back unlabelled; they are "
+                    "not recorded as labelled and may be requested again"
+                )
             if outside:
                 warnings.append(
                     f"{url}: {outside} labelled pixels lie outside the requested regions"
                 )
-        labels = ImageLabels(item.image_id, frozenset(item.regions), item.full_image, keys)
+        labels = ImageLabels(item.image_id, regions, item.full_image, keys)
         images.append(DeliveredImage(labels, mask, cost, outside))
     delivery_id = meta["delivery_id"] if meta else f"human-{digest.hexdigest()[:16]}"
     return Delivery(

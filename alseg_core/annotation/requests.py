@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,7 @@ class Request:
     unit: str
     strategy: str
     items: tuple[RequestItem, ...]
+    store: str | None = None  # fingerprint of the superpixel store the region ids index
 
     @property
     def estimated_cost(self) -> int:
@@ -52,7 +53,7 @@ class Request:
             "unit": self.unit,
             "strategy": self.strategy,
             "items": [i.__dict__ | {"regions": list(i.regions)} for i in self.items],
-        }
+        } | ({"superpixel_store": self.store} if self.store else {})
 
     @classmethod
     def from_json(cls, data: Mapping, *, source: str) -> Request:
@@ -68,14 +69,45 @@ class Request:
             )
             for i in data["items"]
         )
-        return cls(data["request_id"], int(data["round"]), data["unit"], data["strategy"], items)
+        return cls(
+            data["request_id"], int(data["round"]), data["unit"], data["strategy"], items,
+            data.get("superpixel_store"),
+        )  # fmt: skip
+
+    def check_store(self, fingerprint: str, *, source: str) -> None:
+        """Refuse a superpixel store other than the one the region ids were chosen in."""
+        check_store(self.store, fingerprint, source=source, regions=self.has_regions)
+
+    @property
+    def has_regions(self) -> bool:
+        return any(not i.full_image for i in self.items)
 
 
-def make_request(round_: int, unit: str, strategy: str, items: Sequence[RequestItem]) -> Request:
+def check_store(
+    recorded: str | None, fingerprint: str, *, source: str, regions: bool = True
+) -> None:
+    """``recorded`` (a file's superpixel store fingerprint) must be ``fingerprint``."""
+    if regions and recorded is not None and recorded != fingerprint:
+        raise ValueError(
+            f"{source}: its region ids index superpixel store {recorded}, but the store given "
+            f"now is {fingerprint} (other superpixels.* settings): the requested pixels would "
+            "not be the scored regions; use the store the round was scored with"
+        )
+
+
+def make_request(
+    round_: int,
+    unit: str,
+    strategy: str,
+    items: Sequence[RequestItem],
+    store: str | None = None,
+) -> Request:
     digest = hashlib.sha1(
         repr((round_, unit, strategy, sorted(items, key=lambda i: i.image_id))).encode()
     )
-    return Request(f"r{round_}-{digest.hexdigest()[:12]}", round_, unit, strategy, tuple(items))
+    return Request(
+        f"r{round_}-{digest.hexdigest()[:12]}", round_, unit, strategy, tuple(items), store
+    )
 
 
 def load_request(directory: str) -> Request:
@@ -128,12 +160,16 @@ def write_request(
     *,
     region_maps: Mapping[str, np.ndarray],
     heatmaps: Mapping[str, np.ndarray] | None = None,
+    extra: Callable[[str], None] | None = None,
 ) -> None:
-    """request.json, request.csv (+ Parquet), pre-annotation masks and heatmaps.
+    """request.json, request.csv (+ Parquet), pre-annotation masks and heatmaps, and what
+    ``extra(folder)`` writes (the annotation tools' files).
 
     The folder appears whole or not at all (request.json, written last, marks it done).
     """
     with storage.output_dir(directory) as target:
+        if extra is not None:
+            extra(target)
         _write_request(target, request, region_maps=region_maps, heatmaps=heatmaps)
 
 

@@ -79,6 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError, PermissionError) as err:
         print(f"alseg {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"alseg {args.command}: interrupted. Finished work is kept and nothing half-written "
+            "is (training keeps its last finished epoch); run the same command again to go on.",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

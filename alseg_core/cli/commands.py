@@ -176,8 +176,46 @@ def cmd_request(args: argparse.Namespace) -> None:
     from alseg_core.pipeline.steps.request import request_step
 
     cfg = config(args)
-    request_id = request_step(args.selection, args.scores, _store(cfg), args.out)
-    print(f"request {request_id} -> {args.out} (request.csv, preannotations/, heatmaps/)")
+    human = cfg.al.annotator == "human"
+    request_id = request_step(
+        args.selection, args.scores, _store(cfg), args.out,
+        pool=_pool(args, cfg) if human else None,
+        export_formats=cfg.al.export_formats if human else (),
+        url_prefix=cfg.al.image_url_prefix,
+    )  # fmt: skip
+    tools = f", {', '.join(cfg.al.export_formats)}" if human else ""
+    print(f"request {request_id} -> {args.out} (request.csv, preannotations/, heatmaps/{tools})")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from alseg_core.pipeline.steps.interchange import export_step
+
+    cfg = config(args)
+    files = export_step(
+        args.request, args.out, args.format, pool=_pool(args, cfg), store=_store(cfg),
+        url_prefix=args.image_url_prefix or cfg.al.image_url_prefix,
+        checkpoint=args.predictions_from, model_name=cfg.model.name,
+        num_classes=cfg.model.num_classes, batch_size=cfg.eval.batch_size,
+        device=cfg.train.device,
+    )  # fmt: skip
+    for url in files:
+        print(f"wrote {url}")
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from alseg_core.pipeline.steps.interchange import import_step
+
+    cfg = config(args)
+    n, cost, warnings = import_step(
+        args.format, args.source, args.request, args.out, pool=_pool(args, cfg),
+        store=_store(cfg), labelled=args.labelled,
+    )  # fmt: skip
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"imported {args.format} labels of {n} images from {args.source} -> {args.out} "
+        f"(will be charged {cost}); next: alseg annotate --annotator human --inbox {args.out}"
+    )
 
 
 def cmd_annotate(args: argparse.Namespace) -> None:

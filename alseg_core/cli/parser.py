@@ -130,6 +130,48 @@ def _annotate(p: argparse.ArgumentParser) -> None:
     _opt(p, "--label-format", "al.label_format", choices=["train_ids", "label_ids"])
 
 
+def _export(p: argparse.ArgumentParser) -> None:
+    _al(p)
+    p.add_argument("--request", required=True, help="request folder")
+    p.add_argument(
+        "--format",
+        action="append",
+        required=True,
+        choices=["label-studio", "cvat", "coco"],
+        help="repeat for several",
+    )
+    p.add_argument("--out", required=True, help="folder for the tool files")
+    p.add_argument(
+        "--image-url-prefix",
+        default=None,
+        help="URL the tool loads images under (default: al.image_url_prefix, "
+        "else each image's own path or URL)",
+    )
+    p.add_argument(
+        "--predictions-from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="also pre-annotate the model's classes inside the requested regions",
+    )
+
+
+def _import(p: argparse.ArgumentParser) -> None:
+    _al(p)
+    p.add_argument(
+        "--format", required=True, choices=["label-studio", "cvat-mask", "cityscapes", "coco"]
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="PATH_OR_URL",
+        help="the tool's export: JSON file, zip archive or folder (path or s3://)",
+    )
+    p.add_argument("--request", required=True, help="request folder it answers")
+    p.add_argument("--labelled", default=None, help="labelled set before this round (cost)")
+    p.add_argument("--out", required=True, help="inbox folder to write (for annotate --inbox)")
+
+
 def _merge(p: argparse.ArgumentParser) -> None:
     _al(p)
     p.add_argument("--labelled", default=None, help="labelled set before this round")
@@ -180,6 +222,10 @@ COMMANDS: list[tuple[str, Command, Callable[[argparse.ArgumentParser], None], st
      "write the label request: CSV, pre-annotation masks, heatmaps"),
     ("annotate", c.cmd_annotate, _annotate,
      "labels for a request: simulated oracle, or validated human masks"),
+    ("export", c.cmd_export, _export,
+     "write a request as Label Studio tasks, a CVAT mask archive or COCO JSON"),
+    ("import", c.cmd_import, _import,
+     "read a Label Studio / CVAT / COCO export into an inbox for annotate --inbox"),
     ("merge", c.cmd_merge, _merge, "validate a delivery against its request and merge it"),
     ("step", c.cmd_step, _step,
      "one step of one pipeline round with the round layout's paths (what dvc.yaml runs)"),

@@ -95,10 +95,7 @@ def list_samples(root: str, split: str, *, require_labels: bool = True) -> list[
 
 def read_image(sample: Sample) -> np.ndarray:
     """(H, W, 3) uint8 RGB image of ``sample``."""
-    img = storage.read_image(sample.image_url)
-    if img.ndim != 3:
-        raise ValueError(f"{sample.image_url}: expected an RGB image, got shape {img.shape}")
-    return img
+    return storage.read_rgb(sample.image_url)
 
 
 def read_label(sample: Sample, *, shape: tuple[int, int] | None = None) -> np.ndarray:

@@ -27,6 +27,12 @@ MODEL_CODE = (f"{_M}base.py", f"{_M}drn.py", f"{_M}tv.py", f"{_M}learning_loss.p
 
 #: The library files each step runs (its DVC stage depends on them), besides shared
 #: plumbing (storage, config, CLI), whose changes do not change results.
+#: The tool formats a human round's request step writes.
+FORMATS_CODE = tuple(
+    f"alseg_core/annotation/formats/{m}.py"
+    for m in ("common", "brush_rle", "polygons", "label_studio", "cvat", "coco", "dispatch")
+) + ("alseg_core/pipeline/steps/interchange.py",)
+
 STEP_CODE: dict[str, tuple[str, ...]] = {
     "superpixels": ("alseg_core/superpixels.py", "alseg_core/pipeline/pool.py",
                     "alseg_core/datasets/cityscapes.py"),
@@ -36,9 +42,10 @@ STEP_CODE: dict[str, tuple[str, ...]] = {
               "alseg_core/inference.py", *MODEL_CODE),
     "select": ("alseg_core/active/selection.py", "alseg_core/active/strategies.py",
                "alseg_core/active/costs.py", "alseg_core/active/scoring.py"),
-    "request": ("alseg_core/annotation/requests.py", "alseg_core/active/scoring.py"),
+    "request": ("alseg_core/annotation/requests.py", "alseg_core/active/scoring.py",
+                *FORMATS_CODE),
     "annotate": ("alseg_core/annotation/oracle.py", "alseg_core/annotation/deliveries.py",
-                 "alseg_core/active/costs.py"),
+                 "alseg_core/active/costs.py", "alseg_core/annotation/formats/common.py"),
     "merge": ("alseg_core/annotation/deliveries.py", "alseg_core/annotation/merge.py",
               "alseg_core/labels.py"),
     "train": ("alseg_core/training_spec.py", "alseg_core/datasets/transforms.py", *MODEL_CODE),
@@ -54,7 +61,7 @@ STEP_PARAMS: dict[str, tuple[str, ...]] = {
     "score": ("al.strategy", "al.mc_passes", "al.heat_stride", "al.seed", "eval.batch_size",
               "model.name", "model.num_classes"),
     "select": ("al.unit", "al.strategy", "al.budget_per_round", "al.initial_images", "al.seed"),
-    "request": (),
+    "request": ("al.annotator", "al.export_formats", "al.image_url_prefix"),
     "annotate": ("al.annotator", "al.label_format"),
     "merge": ("al.label_format",),
     "train": ("model", "train", "al.train_steps", "al.strategy", "al.finetune"),
@@ -174,9 +181,12 @@ class RoundEngine:
         from alseg_core.pipeline.steps.request import request_step
 
         L = self.layout
+        human = k > 0 and self.cfg.al.annotator == "human"  # the seed is always the oracle's
         request_id = request_step(
-            L.selection(k), L.scores(k) if k else None, self.store, L.request(k)
-        )
+            L.selection(k), L.scores(k) if k else None, self.store, L.request(k),
+            pool=self.pool, export_formats=self.cfg.al.export_formats if human else (),
+            url_prefix=self.cfg.al.image_url_prefix,
+        )  # fmt: skip
         return f"round {k}: request {request_id} -> {L.request(k)}"
 
     def _annotate(self, k: int, prev: int | None) -> str:

@@ -37,6 +37,7 @@ def annotate_step(
     if annotator not in ANNOTATORS:
         raise ValueError(f"al.annotator must be one of {ANNOTATORS}, got {annotator!r}")
     request = load_request(request_dir)
+    request.check_store(store.fingerprint(), source=storage.join(request_dir, "request.json"))
     region_maps = request_region_maps(request, store)
     if annotator == "oracle":
         delivery = oracle_answer(request, pool.samples, region_maps, load_state(labelled))
@@ -47,7 +48,12 @@ def annotate_step(
                 f"(request {request.request_id})"
             )
         delivery = read_delivery(
-            inbox, request, pool.samples, region_maps, label_format=label_format
+            inbox,
+            request,
+            pool.samples,
+            region_maps,
+            label_format=label_format,
+            labelled=labelled,
         )
     write_delivery(out, delivery)
     return delivery.cost

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from alseg_core import storage
 from alseg_core.annotation.deliveries import read_delivery
 from alseg_core.annotation.merge import merge_delivery
 from alseg_core.annotation.requests import load_request
@@ -27,10 +28,11 @@ def merge_step(
     the same delivery again charges nothing.
     """
     request = load_request(request_dir)
+    request.check_store(store.fingerprint(), source=storage.join(request_dir, "request.json"))
     state = load_state(labelled_in)
     delivery = read_delivery(
         delivery_dir, request, pool.samples, request_region_maps(request, store),
-        label_format=label_format,
+        label_format=label_format, labelled=labelled_in,
     )  # fmt: skip
     new_state = merge_delivery(labelled_in, delivery, labelled_out)
     return new_state.total_cost - state.total_cost, list(delivery.warnings)

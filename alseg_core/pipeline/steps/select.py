@@ -26,9 +26,11 @@ def seed_candidates(pool_ids: Sequence[str], n: int, rng: np.random.Generator) -
 def _choose(
     table_url: str, state: LabelState, *, unit: str, strategy: str, budget: int,
     rng: np.random.Generator,
-) -> tuple[list[Candidate], int, tuple[float, str], str | None]:  # fmt: skip
-    """(chosen units with raw estimates, estimated spend, calibration, warning)."""
+) -> tuple[list[Candidate], int, tuple[float, str], str | None, str | None]:  # fmt: skip
+    """(chosen units with raw estimates, estimated spend, calibration, warning, the
+    superpixel store fingerprint the scores were computed with)."""
     table = read_scores(table_url)
+    store = (table.schema.metadata or {}).get(b"alseg_store", b"").decode() or None
     chooser = get_strategy(strategy)
     cands = chooser.candidates(table.to_pylist(), state, unit=unit)
     meta = (table.schema.metadata or {}).get(b"alseg_predicted_instances", b"{}")
@@ -43,7 +45,7 @@ def _choose(
         )
     # The request keeps the model's raw estimates: later rounds calibrate against them.
     chosen = list(result.candidates)
-    return chosen, result.spent, (factor, basis), warning
+    return chosen, result.spent, (factor, basis), warning, store
 
 
 def describe_selection(summary: dict, out: str) -> str:
@@ -74,6 +76,7 @@ def select_step(
     state = load_state(labelled)
     rng = np.random.default_rng([seed, round_])
     warning: str | None = None
+    store: str | None = None
     if round_ == 0:
         chosen = seed_candidates(pool_ids, initial_images, rng)
         unit, strategy, budget, spent = IMAGE_UNIT, "random", 0, 0
@@ -81,7 +84,7 @@ def select_step(
     else:
         if scores is None:
             raise ValueError("select: rounds after the seed round need a scores file")
-        chosen, spent, (factor, basis), warning = _choose(
+        chosen, spent, (factor, basis), warning, store = _choose(
             scores, state, unit=unit, strategy=strategy, budget=budget, rng=rng
         )
     by_image: dict[str, list[Candidate]] = {}
@@ -97,7 +100,7 @@ def select_step(
         )
         for image_id, cs in sorted(by_image.items())
     ]
-    request = make_request(round_, unit, strategy, items)
+    request = make_request(round_, unit, strategy, items, store)
     summary = request.to_json() | {
         "budget": budget,
         "estimated_spent": spent,
