@@ -68,6 +68,7 @@ def _write_delivery(directory: str, delivery: Delivery) -> None:
             "source": delivery.source,
             "cost": delivery.cost,
             "estimated_cost": delivery.estimated_cost,
+            "warnings": list(delivery.warnings),
             "images": {
                 img.labels.image_id: {
                     "cost": img.cost,
@@ -221,7 +222,8 @@ def read_delivery(
     meta = _delivery_meta(directory, request)
     imported = _inbox_meta(directory) is not None
     files = _delivered_files(directory, request)
-    images, warnings = [], []
+    images: list[DeliveredImage] = []
+    warnings: list[str] = list(meta.get("warnings", [])) if meta else []
     digest = hashlib.sha1(request.request_id.encode())
     for item in request.items:
         url = files[item.image_id]
