@@ -85,10 +85,10 @@ PRESETS: dict[str, dict] = {
     },
     # For the test suite: two rounds on a handful of images.
     "tiny": {
-        "synthetic": {"n_train": 12, "n_val": 4, "height": 48, "width": 96, "seed": 0},
+        "synthetic": {"n_train": 24, "n_val": 4, "height": 48, "width": 96, "seed": 0},
         "superpixels": {"compactness": 0.02, "n_regions": 30},
         "model": {"name": "lraspp_mobilenet_v3_large"},
-        "al": {"rounds": 2, "initial_images": 2, "budget_per_round": 80, "mc_passes": 2,
+        "al": {"rounds": 2, "initial_images": 2, "budget_per_round": 60, "mc_passes": 2,
                "train_steps": 2},
         "strategies": ["random", "mc_variance", "mc_variance_plus"],
         "units": ["image", "superpixel"],

@@ -28,9 +28,12 @@ from tasks.pipeline import (
 
 
 class LabelDelivery(RunInput):
-    """What a resumed flow receives: where the delivered masks are (path or s3:// URL)."""
+    """What a resumed flow receives: where the labels are (path or s3:// URL) and in what
+    form: ``masks`` (a folder of <image_id>.png) or a tool's export (``label-studio``,
+    ``cvat-mask``, ``cityscapes``, ``coco``)."""
 
     url: str
+    format: str = "masks"
 
 
 @flow(name="al-cycle", log_prints=True)
@@ -48,11 +51,13 @@ def al_cycle(repo: str = ".", suspend_timeout_s: int = 7 * 24 * 3600) -> dict:
     request_url = None
     if cfg.al.annotator == "human":
         request_url = export_request(repo, k, cfg.al.export)
-        print(f"round {k}: request exported to {request_url}; waiting for labels")
+        tools = ", ".join(f"{f}/" for f in cfg.al.export_formats)
+        print(f"round {k}: request exported to {request_url} (request.csv, {tools}); "
+              "waiting for labels")  # fmt: skip
         delivery = suspend_flow_run(
             wait_for_input=LabelDelivery, timeout=suspend_timeout_s, key=f"labels-r{k}"
         )
-        fetch_delivery(repo, k, delivery.url)
+        fetch_delivery(repo, k, delivery.url, delivery.format)
     for step in ROUND_STEPS[len(BEFORE_LABELS) :]:
         repro(stage_name(step, k), repo)
     publish_artifacts(repo, k, request_url)

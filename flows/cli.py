@@ -1,7 +1,7 @@
 """``alseg-flows``: serve the al-cycle deployment, and deliver human labels to a waiting run.
 
 alseg-flows serve [--repo .] [--cron "0 2 * * *"]     # runs the deployment's worker
-alseg-flows deliver <flow-run-id> <url>               # resume a run waiting for labels
+alseg-flows deliver <flow-run-id> <url> [--format F]  # resume a run waiting for labels
 """
 
 from __future__ import annotations
@@ -27,16 +27,21 @@ def cmd_deliver(args: argparse.Namespace) -> None:
 
     from alseg_core import storage
 
-    if not storage.glob(storage.join(args.url, "*.png")):
+    if args.format == "masks" and not storage.glob(storage.join(args.url, "*.png")):
         raise ValueError(f"{args.url}: no <image_id>.png masks to deliver")
+    if args.format != "masks" and not storage.exists(args.url):
+        raise FileNotFoundError(f"{args.url}: no such file or folder ({args.format} export)")
     run_id = UUID(args.flow_run)
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
     if run.state is None or not run.state.is_paused():
         state = run.state.name if run.state else "unknown"
         raise ValueError(f"flow run {args.flow_run} is {state!r}, not waiting for labels")
-    resume_flow_run(run_id, run_input={"url": args.url})
-    print(f"delivered {args.url} to flow run {args.flow_run}; it resumes and merges the labels")
+    resume_flow_run(run_id, run_input={"url": args.url, "format": args.format})
+    print(
+        f"delivered {args.url} ({args.format}) to flow run {args.flow_run}; it resumes, "
+        "imports and merges the labels"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,7 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("deliver", help="resume a flow run waiting for labels")
     p.add_argument("flow_run", help="id of the suspended flow run")
-    p.add_argument("url", help="folder (path or s3:// URL) of delivered <image_id>.png masks")
+    p.add_argument(
+        "url",
+        help="where the labels are (path or s3:// URL): a folder of "
+        "<image_id>.png masks, or the annotation tool's export file or archive",
+    )
+    p.add_argument(
+        "--format",
+        default="masks",
+        choices=["masks", "label-studio", "cvat-mask", "cityscapes", "coco"],
+        help="what the URL holds (default: masks)",
+    )
     p.set_defaults(func=cmd_deliver)
     args = parser.parse_args(argv)
     try:

@@ -83,11 +83,30 @@ def export_request(repo: str, k: int, export_root: str) -> str:
     return target
 
 
+#: What a delivery URL may hold: a folder of masks, or an annotation tool's export.
+DELIVERY_FORMATS = ("masks", "label-studio", "cvat-mask", "cityscapes", "coco")
+
+
 @task(name="fetch-delivery", **IO_RETRIES)
-def fetch_delivery(repo: str, k: int, url: str) -> str:
-    """Copy delivered ``<image_id>.png`` masks from ``url`` into ``deliveries/r<k>/``."""
-    check_delivery_path(url)
+def fetch_delivery(repo: str, k: int, url: str, fmt: str = "masks") -> str:
+    """Put the delivered labels at ``url`` into ``deliveries/r<k>/``.
+
+    ``masks``: copy the ``<image_id>.png`` masks. A tool's export (``label-studio``,
+    ``cvat-mask``, ``cityscapes``, ``coco``): ``alseg import`` converts and validates it
+    against the round's request (class names, sizes, images) before anything is written.
+    """
+    if fmt not in DELIVERY_FORMATS:
+        raise ValueError(f"delivery format {fmt!r}: expected one of {DELIVERY_FORMATS}")
     inbox = Path(repo) / LAYOUT.inbox(k)
+    if fmt != "masks":
+        out = _run(
+            [_tool("alseg"), "--no-progress", "import", "--format", fmt, "--from", url,
+             "--request", LAYOUT.request(k), "--pool", LAYOUT.pool, "--out", str(inbox)],
+            repo,
+        )  # fmt: skip
+        print(out.strip())
+        return str(inbox)
+    check_delivery_path(url)
     names = [
         u.replace("\\", "/").rsplit("/", 1)[-1] for u in storage.glob(storage.join(url, "*.png"))
     ]

@@ -112,14 +112,19 @@ def _human_delivery(tmp_path, request, samples, maps, mask, name=IMG):
 
 
 def test_human_delivery_is_accepted_and_outside_labels_reported(scene, tmp_path):
+    """The sky touches region 0 (its pixels beyond the region are part of the object);
+    the sidewalk at the bottom right does not touch it: reported, merged, charged."""
     samples, maps = scene
     request = _request(1, [0])
     mask = np.full((4, 6), U, np.uint8)
     mask[0, :] = 10
+    mask[3, 2:4] = 1
     delivery = _human_delivery(tmp_path, request, samples, maps, mask)
-    assert delivery.source == "human" and delivery.cost == 1
-    assert delivery.images[0].outside_pixels == 3
-    assert "3 labelled pixels lie outside the requested regions" in delivery.warnings[0]
+    assert delivery.source == "human" and delivery.cost == 2
+    assert delivery.images[0].outside_pixels == 2
+    assert (
+        "1 labelled objects (2 pixels) do not touch the requested regions" in (delivery.warnings[0])
+    )
 
 
 @pytest.mark.parametrize(

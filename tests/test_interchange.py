@@ -418,3 +418,28 @@ def test_regions_returned_unlabelled_are_not_recorded(world, tmp_path):
     regions = load_state(str(tmp_path / "lab")).images[item.image_id].regions
     assert skipped not in regions and set(item.regions[1:]) <= set(regions)
     assert any(f"requested regions [{skipped}] came back unlabelled" in w for w in warnings)
+
+
+def test_cli_export_then_import(world, tmp_path, synthetic_root, capsys):
+    from alseg_core.cli import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        f"data: {{root: {synthetic_root}}}\n"
+        f"superpixels: {{n_regions: 30, compactness: 0.02, store: {world['base'] / 'sp'}}}\n"
+    )
+    request = str(world["base"] / "request")
+    base = ["--params", str(params), "--no-progress"]
+    assert main([*base, "export", "--request", request, "--format", "coco", "--format",
+                 "label-studio", "--out", str(tmp_path / "tools")]) == 0  # fmt: skip
+    assert "wrote " + str(tmp_path / "tools/coco/annotations.json") in capsys.readouterr().out
+    source = _coco_export(world, tmp_path)
+    assert main([*base, "import", "--format", "coco", "--from", str(source), "--request",
+                 request, "--labelled", world["labelled0"], "--out",
+                 str(tmp_path / "inbox")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"imported coco labels of 4 images from {source}" in out
+    assert f"(will be charged {world['oracle'].cost})" in out
+    assert sorted(p.name for p in (tmp_path / "inbox").glob("*.png")) == sorted(
+        f"{i.image_id}.png" for i in world["request"].items
+    )

@@ -19,6 +19,7 @@ import pytest
 from conftest import copy_pipeline
 
 from alseg_core import storage
+from alseg_core.datasets import cityscapes
 from alseg_core.datasets.synthetic import SyntheticSpec, make_synthetic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -272,6 +273,25 @@ def _assert_no_credentials(repo: Path, server: Server, bucket: str, artifacts: l
             assert secret.encode() not in data, f"credential found in {where}"
 
 
+def _brushes(mask: np.ndarray, inst: np.ndarray) -> list[dict]:
+    """Label Studio brush results: one per object instance, one per stuff class."""
+    from alseg_core.annotation.formats.brush_rle import mask_to_rle
+    from alseg_core.datasets.labels import TRAIN_CLASS_NAMES
+
+    inst = np.where(mask != 255, inst, 0)
+    parts = [(inst == v, int(mask[inst == v][0])) for v in np.unique(inst[inst >= 1000])]
+    parts += [
+        ((mask == c) & (inst < 1000), int(c))
+        for c in np.unique(mask[(mask != 255) & (inst < 1000)])
+    ]
+    h, w = mask.shape
+    return [{"id": f"r{n}", "type": "brushlabels", "from_name": "tag", "to_name": "image",
+             "original_width": w, "original_height": h,
+             "value": {"format": "rle", "rle": mask_to_rle(px),
+                       "brushlabels": [TRAIN_CLASS_NAMES[c]]}}
+            for n, (px, c) in enumerate(parts)]  # fmt: skip
+
+
 @pytest.mark.parametrize("served", ["human"], indirect=True)
 def test_human_round_suspends_and_resumes_on_delivery(served, tmp_path):
     from alseg_core.annotation import load_request, oracle_answer
@@ -285,25 +305,38 @@ def test_human_round_suspends_and_resumes_on_delivery(served, tmp_path):
     assert run.state.is_paused(), f"{run.state}\n{server.tail()}"
     exported = f"{bucket}/exports/round-1/request"
     assert storage.exists(f"{exported}/request.csv") and storage.exists(f"{exported}/request.json")
+    # The annotation tools' files are exported beside the CSV.
+    assert storage.exists(f"{exported}/cvat/segmentation-mask-1.1.zip")
+    tasks = json.loads(storage.read_bytes(f"{exported}/label-studio/tasks.json"))
+    assert storage.exists(f"{exported}/label-studio/labeling_config.xml")
 
-    # An annotator labels the exported request and uploads the masks to S3.
+    # An annotator labels the tasks in Label Studio (here: what the oracle reveals, one
+    # brush per object instance and per stuff class) and uploads its JSON export to S3.
     request = load_request(exported)
     cfg = load_config(str(repo / "params.yaml"))
     store = cfg.superpixels.open_store()
     maps = {i.image_id: store.read(i.image_id) for i in request.items}
     pool = Pool.read(str(repo / "data/rounds/pool.json"))
     answer = oracle_answer(request, pool.samples, maps, LabelState())
-    delivered = f"{bucket}/delivered/round-1"
-    for img in answer.images:
-        storage.write_png(f"{delivered}/{img.labels.image_id}.png", img.mask)
+    assert [t["data"]["image_id"] for t in tasks] == [
+        i.image_id for i in sorted(request.items, key=lambda i: (-i.score, i.image_id))
+    ]
+    for task in tasks:
+        img = next(i for i in answer.images if i.labels.image_id == task["data"]["image_id"])
+        inst = cityscapes.read_instances(pool.samples[img.labels.image_id])
+        task["annotations"] = [{"id": 1, "result": _brushes(img.mask, inst)}]
+    delivered = f"{bucket}/delivered/round-1/label-studio-export.json"
+    storage.write_bytes(delivered, json.dumps(tasks).encode())
 
-    out = _run([str(BIN / "alseg-flows"), "deliver", run_id, delivered], REPO_ROOT, env)
+    out = _run([str(BIN / "alseg-flows"), "deliver", run_id, delivered, "--format",
+                "label-studio"], REPO_ROOT, env)  # fmt: skip
     assert "delivered" in out.stdout
     run = wait_for(run_id, server)
     assert run.state.is_completed(), f"{run.state}\n{server.tail()}"
     state = json.loads((repo / "data/rounds/r1/labelled/state.json").read_text())
     last = state["history"][-1]
     assert last["delivery_id"].startswith("human-")
+    assert last["cost"] == answer.cost  # one unit per object instance, as the oracle
     assert set(state["images"]) >= {img.labels.image_id for img in answer.images}
     first = answer.images[0]
     merged = storage.read_image(
@@ -313,4 +346,4 @@ def test_human_round_suspends_and_resumes_on_delivery(served, tmp_path):
     assert np.array_equal(merged[given], first.mask[given])  # the delivered labels are in
     tags = _run(["git", "tag", "--list"], repo, env).stdout.split()
     assert tags == ["round-1"]
-    assert (repo / "deliveries" / "r1").is_dir()
+    assert (repo / "deliveries" / "r1" / "import.json").is_file()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from alseg_core import storage
-from alseg_core.active.costs import component_map
+from alseg_core.active.costs import component_map, touched_components
 from alseg_core.annotation.requests import Request, requested_area
 from alseg_core.datasets import cityscapes
 from alseg_core.datasets.labels import MAX_LABEL_ID, label_ids_to_train_ids
@@ -165,19 +165,18 @@ def _inbox_meta(directory: str) -> dict | None:
 
 
 def _human_cost(
-    mask: np.ndarray, instances: np.ndarray | None, old: np.ndarray | None
-) -> tuple[int, int]:
-    """(units charged, units delivered) for a human delivery.
+    mask: np.ndarray, instances: np.ndarray | None, old: np.ndarray | None, area: np.ndarray
+) -> tuple[int, int, int]:
+    """(units charged, units not touching ``area``, their pixels) for a human delivery.
 
     One unit per delivered object instance (when the format carries instances) and per
     connected piece of each class otherwise; a unit whose pixels the labelled set already
     holds with the same class is not charged again.
     """
     comp, keys = component_map(mask, instances)
-    if old is None:
-        return len(keys), len(keys)
-    changed = (comp >= 0) & (old != mask)
-    return int(np.unique(comp[changed]).size), len(keys)
+    new = np.unique(comp[(comp >= 0) & (old != mask)]) if old is not None else np.arange(len(keys))
+    stray = np.setdiff1d(np.arange(len(keys)), touched_components(comp, area))
+    return int(new.size), int(stray.size), int(np.isin(comp, stray).sum())
 
 
 def _labelled_regions(
@@ -234,7 +233,7 @@ def read_delivery(
         mask = _train_id_mask(raw, url, item.image_id, shape, label_ids)
         region_map = region_maps.get(item.image_id)
         area = requested_area(item, region_map, shape)
-        outside = int(((mask != IGNORE_INDEX) & ~area).sum())
+        outside = 0
         if meta is not None:
             info = meta["images"][item.image_id]
             keys, cost = frozenset(info["instance_keys"]), int(info["cost"])
@@ -254,7 +253,7 @@ def read_delivery(
             instances = read_inbox_instances(directory, item.image_id) if imported else None
             if instances is not None:
                 digest.update(instances.tobytes())
-            cost, _ = _human_cost(mask, instances, old)
+            cost, stray, outside = _human_cost(mask, instances, old, area)
             keys = frozenset()
             merged = have if old is None else have | (old != IGNORE_INDEX)
             regions, empty = _labelled_regions(item, area, merged, region_map)
@@ -263,9 +262,10 @@ def read_delivery(
                     f"{url}: requested regions {empty[:10]} came back unlabelled; they are "
                     "not recorded as labelled and may be requested again"
                 )
-            if outside:
+            if stray:
                 warnings.append(
-                    f"{url}: {outside} labelled pixels lie outside the requested regions"
+                    f"{url}: {stray} labelled objects ({outside} pixels) do not touch the "
+                    "requested regions; they are merged and charged all the same"
                 )
         labels = ImageLabels(item.image_id, regions, item.full_image, keys)
         images.append(DeliveredImage(labels, mask, cost, outside))

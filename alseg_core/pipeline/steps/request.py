@@ -39,7 +39,8 @@ def request_step(
         table = read_scores(scores)
         recorded = (table.schema.metadata or {}).get(b"alseg_store", b"").decode() or None
         check_store(recorded, fingerprint, source=scores, regions=request.has_regions)
-        ids = table.column("image_id").to_pylist()
+        # An exhausted pool scores no image: the table has no rows (and no columns).
+        ids = table.column("image_id").to_pylist() if table.num_rows else []
         rows = table.take([n for n, i in enumerate(ids) if i in wanted]).to_pylist()
         heatmaps = {r["image_id"]: heat_of(r) for r in rows}
     exports = None
