@@ -8,6 +8,7 @@ never modifies its input: it writes a new directory (atomically for local paths;
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,18 @@ class LabelState:
     @property
     def total_cost(self) -> int:
         return sum(h.cost for h in self.history)
+
+    @property
+    def fingerprint(self) -> str:
+        """Which deliveries the set holds, as a short hash ('' for the empty set).
+
+        Scores record it; selecting with another labelled set than the one scored
+        (which would buy labels already held, or miss free ones) is refused.
+        """
+        if not self.history:
+            return ""
+        ids = "\n".join(h.delivery_id for h in self.history)
+        return hashlib.sha1(ids.encode()).hexdigest()[:16]
 
     def has_delivery(self, delivery_id: str) -> bool:
         return any(h.delivery_id == delivery_id for h in self.history)

@@ -11,6 +11,7 @@ written).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from collections.abc import Callable
@@ -335,6 +336,24 @@ def import_unknown_class(ws: Path) -> list[str]:
             "data/rounds/r0/request", "--out", "inbox-ls"]  # fmt: skip
 
 
+def select_with_other_labelled_set(ws: Path) -> list[str]:
+    argv = ["score", "--checkpoint", "drn_d_22-19.pt", "--labelled", "data/rounds/r0/labelled",
+            "--out", "scores.parquet"]  # fmt: skip
+    assert _run(ws, *argv) == 0
+    # Scored against round 0's labels, selected as if nothing were labelled.
+    return ["select", "--round", "1", "--scores", "scores.parquet", "--out", "sel1.json"]
+
+
+def import_other_request(ws: Path) -> list[str]:
+    argv = import_unknown_class(ws)
+    tasks = json.loads((ws / "ls.json").read_text())
+    for task in tasks:
+        task["data"]["request_id"] = "r7-0123456789ab"
+        task["annotations"][0]["result"][0]["value"]["brushlabels"] = ["road"]
+    (ws / "ls.json").write_text(json.dumps(tasks))
+    return argv
+
+
 def import_wrong_format(ws: Path) -> list[str]:
     (ws / "coco.json").write_text('{"images": [], "annotations": [], "categories": []}')
     return ["import", "--format", "label-studio", "--from", "coco.json", "--request",
@@ -385,6 +404,8 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("annotate with another store than requested", annotate_with_other_store, r"req/request\.json: its region ids index superpixel store"),
     ("greyscale pool image", greyscale_pool_image, r"leftImg8bit\.png: expected an RGB image, got a single-channel image of 96x48"),
     ("unknown class name in a Label Studio export", import_unknown_class, r"ls\.json: task 0, result a: unknown class name 'lamppost'"),
+    ("select with another labelled set than scored", select_with_other_labelled_set, r"scores\.parquet: these scores were computed against another labelled set than the one given"),
+    ("Label Studio export of another request", import_other_request, r"ls\.json: task 0: the task belongs to request 'r7-0123456789ab', not 'r0-\w+'"),
     ("a COCO file given as Label Studio", import_wrong_format, r"coco\.json: expected a list of tasks"),
     ("tool export missing", import_missing_file, r"export\.zip: no such file or folder"),
 ]  # fmt: skip

@@ -102,7 +102,9 @@ def decode_segmentation(seg, height: int, width: int, *, source: str) -> np.ndar
     return mask_utils.decode(rle).astype(bool)
 
 
-def import_coco(url: str, shapes: dict[str, tuple[int, int]]) -> dict[str, ToolLabels]:
+def import_coco(
+    url: str, shapes: dict[str, tuple[int, int]], *, request_id: str | None = None
+) -> dict[str, ToolLabels]:
     """Read a COCO JSON file (path or URL)."""
     try:
         data = json.loads(read_source(url))
@@ -116,8 +118,14 @@ def import_coco(url: str, shapes: dict[str, tuple[int, int]]) -> dict[str, ToolL
     images: dict[int, tuple[str, tuple[int, int]]] = {}
     out: dict[str, ToolLabels] = {}
     for img in data["images"]:
-        image_id = (img.get("alseg") or {}).get("image_id") or image_id_of(str(img["file_name"]))
+        ours = img.get("alseg") or {}
+        image_id = ours.get("image_id") or image_id_of(str(img["file_name"]))
         where = f"{url}: image {img.get('id')} ({img.get('file_name')})"
+        if request_id and ours.get("request_id") and ours["request_id"] != request_id:
+            raise ValueError(
+                f"{where}: belongs to request {ours['request_id']!r}, not {request_id!r} "
+                "(an export of another round?)"
+            )
         if image_id not in shapes:
             raise ValueError(f"{where}: image id {image_id!r} is not in the request")
         shape = (int(img["height"]), int(img["width"]))

@@ -97,7 +97,10 @@ def import_delivery(
         "cityscapes": cvat.import_cityscapes_archive,
         "coco": coco.import_coco,
     }[fmt]
-    labels = reader(source, wanted)
+    if fmt in ("label-studio", "coco"):  # their exports keep our request id
+        labels = reader(source, wanted, request_id=request.request_id)
+    else:
+        labels = reader(source, wanted)
     missing = sorted(set(wanted) - set(labels))
     if missing:
         raise ValueError(

@@ -145,7 +145,9 @@ def _labels_of(value: dict, kind: str) -> list[str]:
     return list(value.get(key) or value.get("labels") or [])
 
 
-def import_labels(url: str, shapes: dict[str, tuple[int, int]]) -> dict[str, ToolLabels]:
+def import_labels(
+    url: str, shapes: dict[str, tuple[int, int]], *, request_id: str | None = None
+) -> dict[str, ToolLabels]:
     """Read a Label Studio JSON export; ``shapes`` gives each requested image's (H, W)."""
     try:
         tasks = json.loads(read_source(url))
@@ -160,6 +162,12 @@ def import_labels(url: str, shapes: dict[str, tuple[int, int]]) -> dict[str, Too
     for n, task in enumerate(tasks):
         where = f"{url}: task {task.get('id', n)}"
         image_id = _task_image_id(task, where)
+        answered = task["data"].get("request_id")
+        if request_id and answered and answered != request_id:
+            raise ValueError(
+                f"{where}: the task belongs to request {answered!r}, not {request_id!r} "
+                "(an export of another round?)"
+            )
         if image_id not in shapes:
             raise ValueError(f"{where}: image id {image_id!r} is not in the request")
         if image_id in out:

@@ -87,5 +87,6 @@ def score_step(
     meta = dict(table.schema.metadata or {})
     meta[b"alseg_predicted_instances"] = json.dumps(predicted, sort_keys=True).encode()
     meta[b"alseg_store"] = store.fingerprint().encode()
+    meta[b"alseg_labelled"] = state.fingerprint.encode()
     storage.write_parquet(out, table.replace_schema_metadata(meta))
     return table.num_rows

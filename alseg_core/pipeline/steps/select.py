@@ -30,11 +30,21 @@ def _choose(
     """(chosen units with raw estimates, estimated spend, calibration, warning, the
     superpixel store fingerprint the scores were computed with)."""
     table = read_scores(table_url)
-    store = (table.schema.metadata or {}).get(b"alseg_store", b"").decode() or None
+    meta = table.schema.metadata or {}
+    store = meta.get(b"alseg_store", b"").decode() or None
+    scored_with = meta.get(b"alseg_labelled")
+    if scored_with is not None and scored_with.decode() != state.fingerprint:
+        raise ValueError(
+            f"{table_url}: these scores were computed against another labelled set than the "
+            f"one given (--labelled holds {len(state.history)} deliveries, fingerprint "
+            f"{state.fingerprint or 'empty'}; the scores say {scored_with.decode() or 'empty'}): "
+            "selecting would buy labels already held or miss free ones; score again with "
+            "this labelled set, or give the one it was scored with"
+        )
     chooser = get_strategy(strategy)
     cands = chooser.candidates(table.to_pylist(), state, unit=unit)
-    meta = (table.schema.metadata or {}).get(b"alseg_predicted_instances", b"{}")
-    factor, basis = cost_calibration(state, unit=unit, predicted_on_labelled=json.loads(meta))
+    predicted = json.loads(meta.get(b"alseg_predicted_instances", b"{}"))
+    factor, basis = cost_calibration(state, unit=unit, predicted_on_labelled=predicted)
     result = chooser.select(cands, budget, rng=rng, cost_factor=factor)
     warning = None
     if cands and not result.candidates:
