@@ -443,3 +443,35 @@ def test_cli_export_then_import(world, tmp_path, synthetic_root, capsys):
     assert sorted(p.name for p in (tmp_path / "inbox").glob("*.png")) == sorted(
         f"{i.image_id}.png" for i in world["request"].items
     )
+
+
+def test_polygons_from_label_studio_and_coco_rasterise_to_the_expected_pixels(world, tmp_path):
+    """A Label Studio polygon (points in percent of the image) and a COCO polygon (pixels)
+    over the same rectangle give its pixels; a thing-class polygon is one instance."""
+    image_id, req = _hand_world(tmp_path, world)
+    h, w = world["maps"][image_id].shape  # 64 x 128
+    x0, y0, x1, y1 = 8, 4, 40, 20
+    expected = np.full((h, w), IGNORE_INDEX, np.uint8)
+    expected[y0:y1, x0:x1] = LABEL_BY_NAME["bus"].train_id
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    ls = [{"id": 1, "data": {"image_id": image_id}, "annotations": [{"result": [
+        {"id": "p", "type": "polygonlabels", "from_name": "polygon", "to_name": "image",
+         "original_width": w, "original_height": h,
+         "value": {"points": [[100 * x / w, 100 * y / h] for x, y in corners],
+                   "polygonlabels": ["bus"]}}]}]}]  # fmt: skip
+    (tmp_path / "ls.json").write_text(json.dumps(ls))
+    polygon = [float(v) for xy in corners for v in xy]
+    coco = {"images": [{"id": 1, "file_name": f"{image_id}_leftImg8bit.png", "height": h,
+                        "width": w}],
+            "categories": [{"id": 5, "name": "bus"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "iscrowd": 0,
+                             "segmentation": [polygon]}]}  # fmt: skip
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    for fmt, name in (("label-studio", "ls.json"), ("coco", "coco.json")):
+        inbox = tmp_path / f"in-{fmt}"
+        _, cost, _ = import_step(fmt, str(tmp_path / name), req, str(inbox),
+                                 pool=world["pool"], store=world["store"])  # fmt: skip
+        assert cost == 1, fmt
+        assert np.array_equal(storage.read_image(str(inbox / f"{image_id}.png")), expected), fmt
+        instances = storage.read_image(str(inbox / "instances" / f"{image_id}.png"))
+        assert set(np.unique(instances).tolist()) == {0, 1000}, fmt
