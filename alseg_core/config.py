@@ -90,6 +90,11 @@ class ALConfig:
     initial_images: int = 20  # the random seed set: whole images, the same for every strategy
     budget_per_round: int = 400
     mc_passes: int = 10
+    # MC statistics where dropout acts (the head's resolution; "full": every pass at the
+    # image size), and at most this many pixels per trunk pass (bounds scoring memory
+    # whatever eval.batch_size: one 1024x2048 image by default).
+    score_resolution: str = "feature"
+    score_batch_pixels: int = 2048 * 1024
     train_steps: int = 200  # optimiser steps per round (epochs follow from the labelled set size)
     finetune: bool = True  # start each round from the previous round's weights
     seed: int = 0
@@ -120,6 +125,12 @@ class ALConfig:
             )
         if self.mc_passes < 1:
             raise ValueError(f"al.mc_passes (D) must be >= 1, got {self.mc_passes}")
+        if self.score_resolution not in ("feature", "full"):
+            raise ValueError(
+                f"al.score_resolution must be 'feature' or 'full', got {self.score_resolution!r}"
+            )
+        if self.score_batch_pixels < 1:
+            raise ValueError(f"al.score_batch_pixels must be >= 1, got {self.score_batch_pixels}")
         known = ("label-studio", "cvat", "coco")
         for fmt in self.export_formats:
             if fmt not in known:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -10,6 +11,8 @@ import torch
 from alseg_core.datasets import cityscapes
 from alseg_core.datasets.transforms import to_tensor
 from alseg_core.models import SegmentationModel
+
+T = TypeVar("T")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -36,6 +39,46 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r} was asked, but MPS is not available here")
     return dev
+
+
+def background(iterable: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``iterable`` in a background thread, ``depth`` items ahead: images are
+    decoded while the model runs on the previous batch. Errors surface in the caller."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in iterable:
+                if stop.is_set():
+                    return
+                items.put((True, item))
+        except BaseException as err:  # handed to the consumer
+            items.put((False, err))
+        finally:
+            items.put((True, done))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = items.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
 
 
 def image_batches(
@@ -70,7 +113,7 @@ def predict(
     dev = resolve_device(device)
     model.to(dev).eval()
     bar = tqdm(total=len(samples), desc="predict", unit="img", disable=not progress)
-    for batch, images in image_batches(samples, batch_size):
+    for batch, images in background(image_batches(samples, batch_size)):
         x = torch.stack([to_tensor(img) for img in images]).to(dev)
         pred = model(x).argmax(1).to(torch.uint8).cpu().numpy()
         yield from zip(batch, pred, strict=True)

@@ -38,7 +38,8 @@ eval: {{batch_size: 8}}
 al: {{unit: superpixel, strategy: mc_variance, rounds: 1, initial_images: 20,
      budget_per_round: 400, mc_passes: 10, train_steps: {steps}, finetune: true, seed: 0,
      heat_stride: 4, out: data/runs/al, annotator: oracle, label_format: train_ids,
-     export: data/exports, export_formats: [label-studio, cvat], image_url_prefix: null}}
+     export: data/exports, export_formats: [label-studio, cvat], image_url_prefix: null,
+     score_resolution: feature, score_batch_pixels: 2097152}}
 rounds:
   r1: {{prev: r0}}
 """

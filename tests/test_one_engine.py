@@ -34,7 +34,8 @@ eval: {{batch_size: 8}}
 al: {{unit: superpixel, strategy: mc_variance, rounds: 2, initial_images: 3,
      budget_per_round: 30, mc_passes: 2, train_steps: 6, finetune: {finetune}, seed: 0,
      heat_stride: 4, out: data/runs/al, annotator: oracle, label_format: train_ids,
-     export_formats: [label-studio, cvat], image_url_prefix: null}}
+     export_formats: [label-studio, cvat], image_url_prefix: null,
+     score_resolution: feature, score_batch_pixels: 2097152}}
 rounds:
   r1: {{prev: r0}}
   r2: {{prev: r1}}

@@ -37,7 +37,8 @@ eval: {{batch_size: 8}}
 al: {{unit: superpixel, strategy: mc_variance, rounds: 1, initial_images: 2,
      budget_per_round: 20, mc_passes: 2, train_steps: 2, finetune: true, seed: 0,
      heat_stride: 4, out: data/runs/al, annotator: {annotator}, label_format: train_ids,
-     export: {export}, export_formats: [label-studio, cvat], image_url_prefix: null}}
+     export: {export}, export_formats: [label-studio, cvat], image_url_prefix: null,
+     score_resolution: feature, score_batch_pixels: 2097152}}
 rounds:
   r1: {{prev: r0}}
 """

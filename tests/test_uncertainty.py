@@ -95,13 +95,34 @@ def test_mc_dropout_runs_the_trunk_once_and_the_head_d_times():
     out = mc_dropout_scores(
         model, torch.randn(2, 3, 32, 32), passes=5, generator=torch.Generator().manual_seed(0)
     )
-    assert calls == {"trunk": 1, "head": 6}  # 1 deterministic + 5 dropout passes
+    assert calls == {"trunk": 1, "head": 2}  # 1 deterministic + the 5 passes in one batch
     for key in ("softmax_entropy", "mc_entropy", "mc_variance", "bald"):
         assert out[key].shape == (2, 32, 32) and (out[key] >= 0).all()
     assert out["mc_variance"].max() > 0  # dropout made the passes differ
     assert not model.head.dropout.training  # left in eval mode
     with pytest.raises(ValueError, match="passes >= 1"):
         mc_dropout_scores(model, torch.randn(1, 3, 8, 8), passes=0, generator=torch.Generator())
+
+
+def test_batched_head_passes_equal_one_at_a_time():
+    """Chunking the D passes to a memory cap changes neither the draws nor the sums."""
+    from alseg_core.active.scorers import mc_statistics
+
+    torch.manual_seed(0)
+    model = build_model("drn_d_22", num_classes=4)
+    calls = []
+    model.head.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(2, 3, 32, 32)
+    stats = [
+        mc_statistics(model, x, passes=5, generator=torch.Generator().manual_seed(3),
+                      pass_memory_mb=cap)
+        for cap in (1e-6, 512)
+    ]  # fmt: skip
+    assert len(calls) == (1 + 5) + (1 + 1)  # one pass per call at the tiny cap, one batch
+    for name in ("mean_probs", "mean_sq_probs", "mean_entropy"):
+        torch.testing.assert_close(getattr(stats[0], name), getattr(stats[1], name))
+    assert stats[0].passes == stats[1].passes == 5
+    assert stats[1].mean_probs.shape == (2, 4, 4, 4)  # at the head's resolution (stride 8)
 
 
 def test_mc_dropout_draws_from_the_generator_passed_in_not_global_state():
@@ -121,3 +142,29 @@ def test_mc_dropout_draws_from_the_generator_passed_in_not_global_state():
     torch.manual_seed(999)  # another global state: same result
     torch.testing.assert_close(scores(7), a)
     assert not torch.allclose(scores(8), a)  # another generator seed: other masks
+
+
+def _phase_means(scores: torch.Tensor, stride: int) -> torch.Tensor:
+    """Mean score of the rows (then columns) at each phase modulo ``stride`` / the mean."""
+    v = scores.double()
+    rows = [v[:, r::stride, :].mean() for r in range(stride)]
+    cols = [v[:, :, c::stride].mean() for c in range(stride)]
+    return torch.stack(rows + cols) / v.mean()
+
+
+@pytest.mark.parametrize("name", ["drn_d_22", "lraspp_mobilenet_v3_large"])
+def test_no_output_stride_grid_in_the_mc_variance_map(name):
+    """Dropout acts at 1/8 resolution. Statistics accumulated there and upsampled once
+    have the same mean at every pixel phase (within 2 %); upsampling each pass before
+    the softmax ("full") puts a grid of low variance between feature-grid points."""
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=19)
+    x = torch.rand(2, 3, 128, 256)
+    spread = {}
+    for resolution in ("feature", "full"):
+        out = mc_dropout_scores(model, x, passes=40, generator=torch.Generator().manual_seed(0),
+                                resolution=resolution)  # fmt: skip
+        phases = _phase_means(out["mc_variance"], stride=8)
+        spread[resolution] = (phases.min().item(), phases.max().item())
+    assert 0.98 < spread["feature"][0] and spread["feature"][1] < 1.02, spread
+    assert spread["full"][0] < 0.85 and spread["full"][1] > 1.2, spread

@@ -5,6 +5,15 @@ A scorer is a pure function ``PixelStats -> (N, H, W)`` pixel scores; shapes fol
 times, keeping running sums Σp, Σp² and ΣH(p) only, so memory does not grow with D.
 Dropout masks come from a ``torch.Generator`` passed in, never from global state.
 
+Resolution. Dropout acts on the feature map (1/8 of the image for DRN-D-22): the
+default ``resolution="feature"`` accumulates the statistics there and the caller
+upsamples the per-pixel *scores* once (``upsample_scores``). ``"full"`` upsamples every
+head pass to the image size before its softmax, as a naive implementation would; a
+pixel between feature-grid points then mixes independent dropout draws, which shows as
+a grid of lower variance every output-stride pixels (and costs D full-size softmaxes).
+Head passes run several at a time, chunked so their working memory stays under
+``pass_memory_mb``.
+
 - softmax entropy  H(p) of one deterministic pass
 - MC entropy       H(mean_d p_d), the entropy of the mean softmax
 - MC variance      mean over classes of Var_d[p_d(c)] (the reference's best strategy)
@@ -17,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 EPS = 1e-12
 __all__ = [
@@ -30,7 +40,10 @@ __all__ = [
     "mc_statistics",
     "mc_variance",
     "softmax_entropy",
+    "upsample_scores",
 ]
+
+RESOLUTIONS = ("feature", "full")
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -116,14 +129,20 @@ class MCAccumulator:
 
     def update(self, probs: torch.Tensor) -> None:
         """Add one pass: (N, C, H, W) probabilities."""
-        h = entropy(probs)
+        self.update_many(probs.unsqueeze(0))
+
+    def update_many(self, probs: torch.Tensor) -> None:
+        """Add k passes at once: (k, N, C, H, W) probabilities."""
+        p = probs.float() if probs.dtype in (torch.float16, torch.bfloat16) else probs
+        s_p, s_p2 = p.sum(0), (p * p).sum(0)
+        s_h = -(p * torch.log(p.clamp_min(EPS))).sum(2).sum(0)
         if self.sum_p is None:
-            self.sum_p, self.sum_p2, self.sum_h = probs.clone(), probs * probs, h
+            self.sum_p, self.sum_p2, self.sum_h = s_p, s_p2, s_h
         else:
-            self.sum_p += probs
-            self.sum_p2 += probs * probs
-            self.sum_h += h
-        self.passes += 1
+            self.sum_p += s_p
+            self.sum_p2 += s_p2
+            self.sum_h += s_h
+        self.passes += p.shape[0]
 
     def stats(self, logits: torch.Tensor | None = None) -> PixelStats:
         if self.passes == 0 or self.sum_p is None:
@@ -146,41 +165,85 @@ class MCAccumulator:
         }
 
 
-@torch.no_grad()
+def passes_per_chunk(
+    features: tuple[torch.Tensor, ...], out_shape: tuple[int, ...], passes: int, cap_mb: float
+) -> int:
+    """How many head passes fit ``cap_mb`` at once: per pass, the dropped copies and masks
+    of the features plus the logits and their softmax."""
+    per_pass = sum(2 * f.numel() * f.element_size() for f in features)
+    per_pass += 3 * int(torch.Size(out_shape).numel()) * 4
+    return max(1, min(passes, int(cap_mb * 2**20 // max(1, per_pass))))
+
+
+@torch.inference_mode()
 def mc_statistics(
     model: torch.nn.Module,
     images: torch.Tensor,
     *,
     passes: int,
     generator: torch.Generator,
+    resolution: str = "feature",
+    pass_memory_mb: float = 512.0,
 ) -> PixelStats:
     """One deterministic pass and ``passes`` dropout passes of the head over one trunk pass.
 
-    model  : a SegmentationModel (``trunk`` + ``head``); BatchNorm stays in eval mode.
-    images : (N, 3, H, W) on the model's device; ``generator`` on that device too.
+    model      : a SegmentationModel (``trunk`` + ``head``); BatchNorm stays in eval mode.
+    images     : (N, 3, H, W) on the model's device; ``generator`` on that device too.
+    resolution : "feature" (default): the statistics (and ``logits``) are at the head's
+                 own resolution, (N, C, h, w); "full": at the image size (N, C, H, W).
     """
     if passes < 1:
         raise ValueError(f"MC dropout needs passes >= 1, got {passes}")
-    size = tuple(images.shape[-2:])
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+    size = tuple(images.shape[-2:]) if resolution == "full" else None
     model.eval()
     features = model.trunk(images)  # once
     logits = model.head(features, size)
+    n = images.shape[0]
+    chunk = passes_per_chunk(features, tuple(logits.shape), passes, pass_memory_mb)
     acc = MCAccumulator()
-    for _ in range(passes):
-        acc.update(torch.softmax(model.head(features, size, generator=generator), dim=1))
-    return acc.stats(logits)
+    done = 0
+    while done < passes:
+        k = min(chunk, passes - done)
+        stacked = tuple(f.repeat(k, *([1] * (f.ndim - 1))) for f in features)  # (k*N, ...)
+        out = model.head(stacked, size, generator=generator)
+        acc.update_many(torch.softmax(out.float(), dim=1).view(k, n, *out.shape[1:]))
+        done += k
+    return acc.stats(logits.float())
+
+
+def upsample_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) pixel scores -> (N, H, W), bilinear (identity when already that size)."""
+    if tuple(scores.shape[-2:]) == tuple(size):
+        return scores
+    up = F.interpolate(scores.unsqueeze(1), size=size, mode="bilinear", align_corners=False)
+    return up.squeeze(1)
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 def mc_dropout_scores(
-    model: torch.nn.Module, images: torch.Tensor, *, passes: int, generator: torch.Generator
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    *,
+    passes: int,
+    generator: torch.Generator,
+    resolution: str = "feature",
 ) -> dict[str, torch.Tensor]:
-    """The built-in pixel scores of a batch and the deterministic 'prediction' (N, H, W)."""
-    stats = mc_statistics(model, images, passes=passes, generator=generator)
+    """The built-in pixel scores of a batch and the deterministic 'prediction', each
+    (N, H, W) at the image size (computed at ``resolution``, see :func:`mc_statistics`)."""
+    stats = mc_statistics(model, images, passes=passes, generator=generator, resolution=resolution)
     assert stats.logits is not None
-    return {
-        "softmax_entropy": softmax_entropy(stats),
-        "mc_entropy": mc_entropy(stats),
-        "mc_variance": mc_variance(stats),
-        "bald": bald(stats),
-        "prediction": stats.logits.argmax(1),
-    }
+    size = tuple(images.shape[-2:])
+    out = {
+        name: upsample_scores(fn(stats), size)
+        for name, fn in (("softmax_entropy", softmax_entropy), ("mc_entropy", mc_entropy),
+                         ("mc_variance", mc_variance), ("bald", bald))
+    }  # fmt: skip
+    out["prediction"] = upsample_logits(stats.logits, size).argmax(1)
+    return out

@@ -40,6 +40,9 @@ class ScoreParams:
     device: str = "auto"
     seed: int = 0
     class_weights: tuple[float, ...] | None = None  # (C,) for class-balanced scorers
+    resolution: str = "feature"  # MC statistics at the head's resolution, or "full"
+    pass_memory_mb: float = 512.0  # working memory of the batched head passes
+    max_batch_pixels: int = 2048 * 1024  # images per trunk pass: at most this many pixels
 
 
 def _downsample(scores: np.ndarray, stride: int) -> np.ndarray:
@@ -104,9 +107,9 @@ def score_pool(
     import torch
     from tqdm import tqdm
 
-    from alseg_core.active.scorers import mc_statistics
+    from alseg_core.active.scorers import mc_statistics, upsample_logits, upsample_scores
     from alseg_core.datasets.transforms import to_tensor
-    from alseg_core.inference import image_batches, resolve_device
+    from alseg_core.inference import background, image_batches, resolve_device
 
     strategies = pixel_strategies()
     if params.heat_strategy not in {s.name for s in strategies}:
@@ -115,28 +118,45 @@ def score_pool(
     model.to(dev).eval()
     rows = []
     bar = tqdm(total=len(samples), desc="score", unit="img", disable=not progress)
-    for batch_index, (batch, images) in enumerate(image_batches(samples, params.batch_size)):
-        x = torch.stack([to_tensor(img) for img in images]).to(dev)
-        generator = torch.Generator(device=dev).manual_seed(params.seed * 1_000_003 + batch_index)
-        stats = mc_statistics(model, x, passes=params.mc_passes, generator=generator)
-        if params.class_weights is not None:
-            stats = replace(stats, class_weights=torch.tensor(params.class_weights))
-        prediction = stats.logits.argmax(1).cpu().numpy().astype(np.uint8)
-        pixel = {s.name: s.pixel_scores(stats).float().cpu().numpy() for s in strategies}
-        ll = None
-        if model.loss_module is not None:
-            with torch.no_grad():
-                ll = model.forward_with_loss_prediction(x)[1].float().cpu().numpy()
-        for j, sample in enumerate(batch):
-            row = _row(
-                sample.image_id, prediction[j], {n: v[j] for n, v in pixel.items()},
-                region_maps(sample.image_id), labelled_masks(sample.image_id),
-            )  # fmt: skip
-            row["image_learning_loss"] = float(ll[j]) if ll is not None else float("nan")
-            heat = _downsample(pixel[params.heat_strategy][j], params.heat_stride)
-            row.update(heat=heat.tobytes(), heat_h=heat.shape[0], heat_w=heat.shape[1])
-            rows.append(row)
-        bar.update(len(batch))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    step = 0
+    for batch, images in background(image_batches(samples, params.batch_size)):
+        per_pass = max(
+            1, params.max_batch_pixels // max(1, images[0].shape[0] * images[0].shape[1])
+        )
+        for start in range(0, len(batch), per_pass):
+            sub, imgs = batch[start : start + per_pass], images[start : start + per_pass]
+            x = torch.stack([to_tensor(img) for img in imgs]).to(dev)
+            size = tuple(x.shape[-2:])
+            generator = torch.Generator(device=dev).manual_seed(params.seed * 1_000_003 + step)
+            step += 1
+            with autocast:
+                stats = mc_statistics(
+                    model, x, passes=params.mc_passes, generator=generator,
+                    resolution=params.resolution, pass_memory_mb=params.pass_memory_mb,
+                )  # fmt: skip
+            if params.class_weights is not None:
+                stats = replace(stats, class_weights=torch.tensor(params.class_weights))
+            prediction = upsample_logits(stats.logits, size).argmax(1).cpu().numpy()
+            pixel = {
+                s.name: upsample_scores(s.pixel_scores(stats).float(), size).cpu().numpy()
+                for s in strategies
+            }
+            ll = None
+            if model.loss_module is not None:
+                with torch.inference_mode():
+                    ll = model.forward_with_loss_prediction(x)[1].float().cpu().numpy()
+            for j, sample in enumerate(sub):
+                row = _row(
+                    sample.image_id, prediction[j].astype(np.uint8),
+                    {n: v[j] for n, v in pixel.items()},
+                    region_maps(sample.image_id), labelled_masks(sample.image_id),
+                )  # fmt: skip
+                row["image_learning_loss"] = float(ll[j]) if ll is not None else float("nan")
+                heat = _downsample(pixel[params.heat_strategy][j], params.heat_stride)
+                row.update(heat=heat.tobytes(), heat_h=heat.shape[0], heat_w=heat.shape[1])
+                rows.append(row)
+            bar.update(len(sub))
     bar.close()
     table = pa.Table.from_pylist(rows)
     return table.replace_schema_metadata(

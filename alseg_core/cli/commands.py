@@ -152,7 +152,8 @@ def cmd_score(args: argparse.Namespace) -> None:
         strategy=cfg.al.strategy, mc_passes=cfg.al.mc_passes, heat_stride=cfg.al.heat_stride,
         seed=cfg.al.seed, batch_size=cfg.eval.batch_size, device=cfg.train.device,
         model_name=cfg.model.name, num_classes=cfg.model.num_classes,
-        progress=not args.no_progress,
+        progress=not args.no_progress, resolution=cfg.al.score_resolution,
+        max_batch_pixels=cfg.al.score_batch_pixels,
     )  # fmt: skip
     print(f"scored {n} pool images (D={cfg.al.mc_passes}) -> {args.out}")
 

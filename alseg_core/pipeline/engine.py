@@ -59,7 +59,7 @@ STEP_PARAMS: dict[str, tuple[str, ...]] = {
     "superpixels": ("data.root", "data.pool_split", "data.val_split", "superpixels.method",
                     "superpixels.n_regions", "superpixels.compactness", "superpixels.store"),
     "score": ("al.strategy", "al.mc_passes", "al.heat_stride", "al.seed", "eval.batch_size",
-              "model.name", "model.num_classes"),
+              "model.name", "model.num_classes", "al.score_resolution", "al.score_batch_pixels"),
     "select": ("al.unit", "al.strategy", "al.budget_per_round", "al.initial_images", "al.seed"),
     "request": ("al.annotator", "al.export_formats", "al.image_url_prefix"),
     "annotate": ("al.annotator", "al.label_format"),
@@ -159,7 +159,8 @@ class RoundEngine:
             heat_stride=cfg.al.heat_stride, seed=cfg.al.seed,
             batch_size=cfg.eval.batch_size, device=cfg.train.device,
             model_name=cfg.model.name, num_classes=cfg.model.num_classes,
-            progress=self.progress,
+            progress=self.progress, resolution=cfg.al.score_resolution,
+            max_batch_pixels=cfg.al.score_batch_pixels,
         )  # fmt: skip
         return f"round {k}: scored {n} pool images (D={cfg.al.mc_passes}) -> {L.scores(k)}"
 

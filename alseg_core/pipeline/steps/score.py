@@ -38,6 +38,8 @@ def score_step(
     model_name: str | None = None,
     num_classes: int | None = None,
     progress: bool = False,
+    resolution: str = "feature",
+    max_batch_pixels: int = 2048 * 1024,
 ) -> int:
     """Score the pool with ``checkpoint``; returns the number of images scored.
 
@@ -74,6 +76,8 @@ def score_step(
             device=device,
             seed=seed,
             class_weights=tuple(float(w) for w in class_weights(counts)),
+            resolution=resolution,
+            max_batch_pixels=max_batch_pixels,
         ),
         progress=progress,
     )
