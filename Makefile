@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean dvc-yaml
+.PHONY: install demo test lint format bench bench-deps clean dvc-yaml
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
