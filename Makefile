@@ -40,3 +40,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data/synthetic data/superpixels data/runs
+
+# Benchmark-only peers (never runtime dependencies): baal 2.1.0 for bench/mc_scoring.py.
+bench-deps: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps baal==2.1.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check structlog scikit-learn torchmetrics

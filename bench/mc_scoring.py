@@ -271,13 +271,11 @@ def render(table: dict, steps: dict, ranking: dict, seconds: float) -> str:
               "ours full-res / ours | peak D=40 / D=10 |", "|---|---|---|---|---|---|"]  # fmt: skip
     for key, row in table.items():
 
-        def t(m: str) -> float:
-            r = row.get(m) or {}
-            return r.get("seconds", float("nan"))
+        def t(m: str, row: dict = row) -> float:
+            return (row.get(m) or {}).get("seconds", float("nan"))
 
-        def mem(m: str) -> float:
-            r = row.get(m) or {}
-            return r.get("peak_mb", float("nan"))
+        def mem(m: str, row: dict = row) -> float:
+            return (row.get(m) or {}).get("peak_mb", float("nan"))
 
         ours = t("ours_d10")
         lines.append(
