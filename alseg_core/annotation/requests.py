@@ -2,7 +2,8 @@
 
 A request folder holds request.json (the value), request.csv and request.parquet (the
 list an annotation platform ingests), pre-annotation masks (the chosen regions without
-class labels) and uncertainty heatmaps.
+class labels, for tools), guides (the chosen regions outlined over the photo) and
+uncertainty heatmaps over the photo (``annotation.overlays``).
 """
 
 from __future__ import annotations
@@ -143,17 +144,6 @@ def preannotation_mask(area: np.ndarray, region_map: np.ndarray | None) -> np.nd
     return out
 
 
-def heatmap_png(scores: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(h, w) pixel scores -> (H, W, 3) uint8 'inferno' heatmap resized to ``shape``."""
-    from matplotlib import colormaps
-    from PIL import Image
-
-    top = float(scores.max()) if scores.size else 0.0
-    norm = scores / top if top > 0 else np.zeros_like(scores)
-    rgb = (colormaps["inferno"](norm.astype(np.float64))[..., :3] * 255).astype(np.uint8)
-    return np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.BILINEAR))
-
-
 def write_request(
     directory: str,
     request: Request,
@@ -161,6 +151,7 @@ def write_request(
     region_maps: Mapping[str, np.ndarray],
     heatmaps: Mapping[str, np.ndarray] | None = None,
     extra: Callable[[str], None] | None = None,
+    photos: Callable[[str], np.ndarray | None] | None = None,
 ) -> None:
     """request.json, request.csv (+ Parquet), pre-annotation masks and heatmaps, and what
     ``extra(folder)`` writes (the annotation tools' files).
@@ -170,7 +161,7 @@ def write_request(
     with storage.output_dir(directory) as target:
         if extra is not None:
             extra(target)
-        _write_request(target, request, region_maps=region_maps, heatmaps=heatmaps)
+        _write_request(target, request, region_maps=region_maps, heatmaps=heatmaps, photos=photos)
 
 
 def _write_request(
@@ -179,8 +170,11 @@ def _write_request(
     *,
     region_maps: Mapping[str, np.ndarray],
     heatmaps: Mapping[str, np.ndarray] | None,
+    photos: Callable[[str], np.ndarray | None] | None = None,
 ) -> None:
     import pyarrow as pa
+
+    from alseg_core.annotation.overlays import guide_overlay, heatmap_overlay
 
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -192,20 +186,31 @@ def _write_request(
         regions = region_maps.get(item.image_id)
         if regions is None and not item.full_image:
             raise ValueError(f"no region map for requested image {item.image_id!r}")
+        photo = photos(item.image_id) if photos is not None else None
         shape = regions.shape if regions is not None else None
-        if shape is None and heatmaps and item.image_id in heatmaps:
-            shape = heatmaps[item.image_id].shape
-        if shape is not None:
-            area = requested_area(item, regions, shape)
-            storage.write_png(
-                storage.join(directory, "preannotations", f"{item.image_id}.png"),
-                preannotation_mask(area, regions),
-            )
-        if heatmaps and item.image_id in heatmaps:
-            heat = heatmaps[item.image_id]
+        if shape is None and photo is not None:
+            shape = photo.shape[:2]
+        heat = heatmaps.get(item.image_id) if heatmaps else None
+        if shape is None and heat is not None:
+            shape = heat.shape
+        if photo is not None and photo.shape[:2] != shape:
+            photo = None  # a photo of another size cannot be drawn under the regions
+        if shape is None:
+            continue
+        area = requested_area(item, regions, shape)
+        storage.write_png(
+            storage.join(directory, "preannotations", f"{item.image_id}.png"),
+            preannotation_mask(area, regions),
+        )
+        drawn = None if item.full_image else regions  # a whole image: just its frame
+        storage.write_png(
+            storage.join(directory, "guides", f"{item.image_id}.png"),
+            guide_overlay(photo, area, drawn),
+        )
+        if heat is not None:
             storage.write_png(
                 storage.join(directory, "heatmaps", f"{item.image_id}.png"),
-                heatmap_png(heat, shape or heat.shape),
+                heatmap_overlay(photo, heat, area, drawn),
             )
     table = pa.Table.from_pylist(
         [i.__dict__ | {"regions": list(i.regions)} for i in request.items],

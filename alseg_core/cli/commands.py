@@ -180,12 +180,15 @@ def cmd_request(args: argparse.Namespace) -> None:
     human = cfg.al.annotator == "human"
     request_id = request_step(
         args.selection, args.scores, _store(cfg), args.out,
-        pool=_pool(args, cfg) if human else None,
+        pool=_pool(args, cfg),
         export_formats=cfg.al.export_formats if human else (),
         url_prefix=cfg.al.image_url_prefix,
     )  # fmt: skip
     tools = f", {', '.join(cfg.al.export_formats)}" if human else ""
-    print(f"request {request_id} -> {args.out} (request.csv, preannotations/, heatmaps/{tools})")
+    print(
+        f"request {request_id} -> {args.out} (request.csv, preannotations/, guides/, "
+        f"heatmaps/{tools})"
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -43,6 +43,7 @@ STEP_CODE: dict[str, tuple[str, ...]] = {
     "select": ("alseg_core/active/selection.py", "alseg_core/active/strategies.py",
                "alseg_core/active/costs.py", "alseg_core/active/scoring.py"),
     "request": ("alseg_core/annotation/requests.py", "alseg_core/active/scoring.py",
+                "alseg_core/annotation/overlays.py",
                 *FORMATS_CODE),
     "annotate": ("alseg_core/annotation/oracle.py", "alseg_core/annotation/deliveries.py",
                  "alseg_core/active/costs.py", "alseg_core/annotation/formats/common.py"),

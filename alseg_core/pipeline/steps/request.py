@@ -9,6 +9,7 @@ from alseg_core import storage
 from alseg_core.active.scoring import heat_of, read_scores
 from alseg_core.annotation.formats.dispatch import export_items, export_request
 from alseg_core.annotation.requests import Request, check_store, write_request
+from alseg_core.datasets import cityscapes
 from alseg_core.pipeline.pool import Pool
 from alseg_core.superpixels import SuperpixelStore
 
@@ -54,5 +55,14 @@ def request_step(
         def exports(target: str) -> None:
             export_request(target, list(export_formats), items)
 
-    write_request(out, request, region_maps=region_maps, heatmaps=heatmaps, extra=exports)
+    photos = None
+    if pool is not None:
+
+        def photos(image_id: str):
+            sample = pool.samples.get(image_id)
+            return cityscapes.read_image(sample) if sample is not None else None
+
+    write_request(
+        out, request, region_maps=region_maps, heatmaps=heatmaps, extra=exports, photos=photos
+    )
     return request.request_id
