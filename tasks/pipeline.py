@@ -130,8 +130,9 @@ def publish_artifacts(repo: str, k: int, request_url: str | None) -> str:
     request = Path(repo) / LAYOUT.request(k)
     files = [
         f"- request list: `{request / 'request.csv'}`",
-        f"- pre-annotation masks: `{request / 'preannotations'}`",
-        f"- heatmaps: `{request / 'heatmaps'}`",
+        f"- pre-annotation masks (for tools): `{request / 'preannotations'}`",
+        f"- guides (regions over the photo): `{request / 'guides'}`",
+        f"- heatmaps (uncertainty over the photo): `{request / 'heatmaps'}`",
     ]
     if request_url:
         files.append(f"- exported for annotators: `{request_url}`")
