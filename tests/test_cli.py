@@ -95,21 +95,11 @@ def test_synthetic_and_superpixels_on_s3(s3_bucket, capsys):
 def test_bad_inputs_exit_2_with_named_cause(tmp_path, synthetic_root, capsys):
     assert main(["evaluate", "--root", str(tmp_path / "missing"), "--predictions", "x"]) == 2
     assert "dataset root" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "train",
-                "--root",
-                str(synthetic_root),
-                "--model",
-                "nope",
-                "--out",
-                str(tmp_path / "m.pt"),
-            ]
-        )
-        == 2
-    )
-    assert "unknown model 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--root", str(synthetic_root), "--model", "nope", "--out",
+              str(tmp_path / "m.pt")])  # fmt: skip
+    assert exit_.value.code == 2
+    assert "argument --model: invalid choice: 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
@@ -130,3 +120,40 @@ def test_bad_inputs_exit_2_with_named_cause(tmp_path, synthetic_root, capsys):
     )
     assert "bad.pt: not a loadable alseg checkpoint" in capsys.readouterr().err
     assert not out_dir.exists()
+
+
+def test_help_is_readable_and_lists_choices(capsys):
+    from alseg_core.cli import build_parser
+    from alseg_core.cli.parser import COMMANDS
+
+    parser = build_parser()
+    assert "``" not in parser.description
+    for name, *_ in COMMANDS:
+        with pytest.raises(SystemExit):
+            parser.parse_args([name, "--help"])
+        text = capsys.readouterr().out
+        assert "PARAMS__" not in text, name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--help"])
+    text = capsys.readouterr().out
+    assert "--strategy {bald," in text and "mc_variance," in text
+    assert "--unit {image,superpixel}" in text and "--model {" in text and "drn_d_22" in text
+    assert "--rounds ROUNDS" in text and "--root ROOT" in text
+
+
+def test_a_bad_value_is_blamed_on_where_it_was_given(tmp_path, capsys):
+    from alseg_core.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--strategy", "foo"])
+    assert exit_.value.code == 2
+    assert "argument --strategy: invalid choice: 'foo'" in capsys.readouterr().err
+    params = tmp_path / "params.yaml"
+    params.write_text("al: {rounds: 2}\n")
+    assert main(["--params", str(params), "run", "--rounds", "-3"]) == 2
+    err = capsys.readouterr().err
+    assert "command line --rounds -3: al.rounds must be >= 1, got -3" in err
+    assert str(params) not in err
+    params.write_text("al: {rounds: -4}\n")
+    assert main(["--params", str(params), "run", "--rounds", "3"]) == 2
+    assert f"{params}: al.rounds must be >= 1, got -4" in capsys.readouterr().err

@@ -18,7 +18,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return _build_parser(__doc__.splitlines()[0])
+    return _build_parser(__doc__.splitlines()[0].replace("``", ""))
 
 
 def _workspace(args: argparse.Namespace) -> str:

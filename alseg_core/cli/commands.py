@@ -11,9 +11,13 @@ import time
 from alseg_core.config import Config, load_config
 
 PREFIX = "params__"
+#: params key -> the command-line option that overrides it (filled by the parser).
+FLAGS: dict[str, str] = {}
 
 
 def config(args: argparse.Namespace) -> Config:
+    """params.yaml with the command line's overrides. A bad value in the file is reported
+    as the file and key; a bad value given on the command line as the option."""
     params = args.params
     if params is None and os.path.exists("params.yaml"):
         params = "params.yaml"
@@ -22,7 +26,18 @@ def config(args: argparse.Namespace) -> Config:
         for dest, value in vars(args).items()
         if dest.startswith(PREFIX) and value is not None
     }
-    return load_config(params, overrides)
+    if not overrides:
+        return load_config(params)
+    load_config(params)  # the file alone: its errors name the file
+    try:
+        return load_config(params, overrides)
+    except ValueError as err:
+        text = str(err)
+        prefix = f"{params or 'defaults'}: "
+        text = text[len(prefix) :] if text.startswith(prefix) else text
+        named = [k for k in overrides if k in text] or list(overrides)
+        given = ", ".join(f"{FLAGS.get(k, k)} {overrides[k]!r}" for k in named)
+        raise ValueError(f"command line {given}: {text}") from err
 
 
 def _pool(args: argparse.Namespace, cfg: Config, *, val: bool = False):

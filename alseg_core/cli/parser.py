@@ -15,7 +15,22 @@ Command = Callable[[argparse.Namespace], None]
 def _opt(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs: Any) -> None:
     """An option that overrides params key ``key`` (its dest encodes the key)."""
     kwargs.setdefault("help", f"overrides params key {key}")
+    if "choices" not in kwargs:
+        kwargs.setdefault("metavar", key.rsplit(".", 1)[-1].upper())
+    c.FLAGS[key] = flag
     parser.add_argument(flag, dest=c.PREFIX + key.replace(".", "__"), default=None, **kwargs)
+
+
+def _strategies() -> list[str]:
+    from alseg_core.active.strategies import STRATEGY_REGISTRY
+
+    return sorted(STRATEGY_REGISTRY)
+
+
+def _models() -> list[str]:
+    from alseg_core.models.registry import MODEL_REGISTRY
+
+    return sorted(MODEL_REGISTRY)
 
 
 def _round_arg(text: str) -> int:
@@ -33,7 +48,7 @@ def _al(p: argparse.ArgumentParser, *, pool: bool = True) -> None:
     _data(p)
     _opt(p, "--store", "superpixels.store", help="superpixel store (path or s3:// URL)")
     _opt(p, "--unit", "al.unit", choices=["image", "superpixel"])
-    _opt(p, "--strategy", "al.strategy")
+    _opt(p, "--strategy", "al.strategy", choices=_strategies())
     _opt(p, "--seed", "al.seed", type=int)
     if pool:
         p.add_argument("--pool", default=None, help="pool manifest (default: list the pool)")
@@ -70,12 +85,12 @@ def _train(p: argparse.ArgumentParser) -> None:
         help="train on this labelled set (al.train_steps steps) instead of a split",
     )
     p.add_argument("--pool", default=None, help="pool manifest (with --labelled)")
-    _opt(p, "--model", "model.name")
+    _opt(p, "--model", "model.name", choices=_models())
     _opt(p, "--dropout", "model.dropout", type=float)
     for flag, key, kind in (("--epochs", "epochs", int), ("--batch-size", "batch_size", int),
                             ("--lr", "lr", float), ("--seed", "seed", int)):  # fmt: skip
         _opt(p, flag, f"train.{key}", type=kind)
-    _opt(p, "--device", "train.device")
+    _opt(p, "--device", "train.device", help="auto, cpu, cuda, cuda:N or mps")
 
 
 def _predict(p: argparse.ArgumentParser) -> None:
@@ -83,7 +98,7 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, help="split to predict (default: data.val_split)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="folder for <image_id>.png label-id maps")
-    _opt(p, "--device", "train.device")
+    _opt(p, "--device", "train.device", help="auto, cpu, cuda, cuda:N or mps")
 
 
 def _evaluate(p: argparse.ArgumentParser) -> None:
@@ -92,7 +107,7 @@ def _evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (dropout off)")
     p.add_argument("--predictions", default=None, help="folder of label-id PNGs from any model")
     p.add_argument("--json", default=None, help="also write the scores as JSON here")
-    _opt(p, "--device", "train.device")
+    _opt(p, "--device", "train.device", help="auto, cpu, cuda, cuda:N or mps")
 
 
 def _score(p: argparse.ArgumentParser) -> None:
@@ -101,7 +116,7 @@ def _score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labelled", default=None, help="labelled set folder (None: nothing labelled)")
     p.add_argument("--out", required=True, help="scores Parquet file to write")
     _opt(p, "--mc-passes", "al.mc_passes", type=int)
-    _opt(p, "--device", "train.device")
+    _opt(p, "--device", "train.device", help="auto, cpu, cuda, cuda:N or mps")
 
 
 def _select(p: argparse.ArgumentParser) -> None:
@@ -202,7 +217,7 @@ def _run(p: argparse.ArgumentParser) -> None:
                       ("--mc-passes", "mc_passes")):  # fmt: skip
         _opt(p, flag, f"al.{key}", type=int)
     _opt(p, "--out", "al.out", help="run folder (rounds, metrics.csv, learning_curve.png)")
-    _opt(p, "--model", "model.name")
+    _opt(p, "--model", "model.name", choices=_models())
 
 
 COMMANDS: list[tuple[str, Command, Callable[[argparse.ArgumentParser], None], str]] = [
