@@ -72,3 +72,18 @@ def test_bad_spec_is_rejected():
         SyntheticSpec(n_train=-1)
     with pytest.raises(ValueError, match="at least 32x32"):
         SyntheticSpec(height=8)
+
+
+def test_make_synthetic_skips_the_same_dataset_and_redoes_another(tmp_path):
+    root = str(tmp_path / "cs")
+    spec = SyntheticSpec(n_train=3, n_val=1, height=48, width=96, seed=7)
+    assert make_synthetic(root, spec)["skipped"] is False
+    image = next((tmp_path / "cs" / "leftImg8bit" / "train").rglob("*.png"))
+    stamp = image.stat().st_mtime_ns
+    assert make_synthetic(root, spec)["skipped"] is True
+    assert image.stat().st_mtime_ns == stamp  # nothing rewritten
+    image.unlink()  # an image gone: written again
+    assert make_synthetic(root, spec)["skipped"] is False and image.exists()
+    other = SyntheticSpec(n_train=3, n_val=1, height=48, width=96, seed=8)
+    assert make_synthetic(root, other)["skipped"] is False  # other settings: rewritten
+    assert make_synthetic(root, other, force=True)["skipped"] is False

@@ -65,8 +65,15 @@ def cmd_make_synthetic(args: argparse.Namespace) -> None:
     cfg = config(args)
     start = time.perf_counter()
     summary = make_synthetic(
-        cfg.data.root, cfg.synthetic, workers=args.workers or os.cpu_count() or 1
-    )
+        cfg.data.root, cfg.synthetic, workers=args.workers or os.cpu_count() or 1,
+        force=args.force,
+    )  # fmt: skip
+    if summary["skipped"]:
+        print(
+            f"synthetic dataset already at {summary['root']} ({summary['train']} train + "
+            f"{summary['val']} val, same settings): nothing to do (--force rewrites it)"
+        )
+        return
     print(
         f"wrote synthetic Cityscapes-format dataset to {summary['root']}: "
         f"{summary['train']} train + {summary['val']} val images "

@@ -60,6 +60,7 @@ def _make_synthetic(p: argparse.ArgumentParser) -> None:
                       ("--width", "width"), ("--seed", "seed")):  # fmt: skip
         _opt(p, flag, f"synthetic.{key}", type=int)
     p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
+    p.add_argument("--force", action="store_true", help="rewrite even if already there")
 
 
 def _superpixels(p: argparse.ArgumentParser) -> None:

@@ -73,12 +73,36 @@ def _write_one(args: tuple[str, str, int, SyntheticSpec]) -> str:
     return image_id
 
 
-def make_synthetic(root: str, spec: SyntheticSpec | None = None, *, workers: int = 1) -> dict:
-    """Write the synthetic dataset under ``root`` (local path or URL); returns a summary.
+def _already_there(root: str, spec: SyntheticSpec) -> bool:
+    """``root`` holds this very dataset: its manifest (written last) names the same spec
+    and generator, and every image is listed."""
+    from alseg_core.datasets import cityscapes
+
+    url = storage.join(root, "synthetic.json")
+    try:
+        meta = storage.read_json(url) if storage.exists(url) else None
+    except ValueError:
+        return False
+    if not meta or meta.get("spec") != spec.__dict__ or meta.get("generator") != GENERATOR:
+        return False
+    try:
+        listed = [len(cityscapes.list_samples(root, split)) for split in ("train", "val")]
+    except (ValueError, FileNotFoundError):
+        return False
+    return listed == [spec.n_train, spec.n_val]
+
+
+def make_synthetic(
+    root: str, spec: SyntheticSpec | None = None, *, workers: int = 1, force: bool = False
+) -> dict:
+    """Write the synthetic dataset under ``root`` (local path or URL); returns a summary
+    (``skipped``: the same dataset was already there; ``force`` rewrites it anyway).
 
     Existing files are overwritten with identical content, so the call is idempotent.
     """
     spec = spec or SyntheticSpec()
+    if not force and _already_there(root, spec):
+        return {"root": root, "train": spec.n_train, "val": spec.n_val, "skipped": True}
     jobs = [(root, "train", i, spec) for i in range(spec.n_train)]
     jobs += [(root, "val", i, spec) for i in range(spec.n_val)]
     if workers > 1 and len(jobs) > 8:
@@ -90,4 +114,4 @@ def make_synthetic(root: str, spec: SyntheticSpec | None = None, *, workers: int
         storage.join(root, "synthetic.json"),
         {"spec": spec.__dict__, "n_images": len(ids), "generator": GENERATOR},
     )
-    return {"root": root, "train": spec.n_train, "val": spec.n_val}
+    return {"root": root, "train": spec.n_train, "val": spec.n_val, "skipped": False}
