@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from prefect import task
@@ -21,6 +22,11 @@ from alseg_core.config import load_config
 from alseg_core.pipeline.layout import RoundLayout
 
 LAYOUT = RoundLayout()  # the DVC pipeline's round layout, as in dvc.yaml
+
+#: Lines of `dvc repro` output that are DVC's, not the stage's.
+DVC_CHATTER = ("Running stage", "Updating lock file", "Use `dvc push`", "To track the changes",
+               "Stage '", "> ", "\t", "git add", "Data and pipelines are up to date",
+               "Verifying data sources", "Pipeline")  # fmt: skip
 
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
 
@@ -52,8 +58,19 @@ def repro(stage: str, repo: str, *, upstream: bool = False) -> str:
     second per stage); ``upstream=True`` also reproduces what it needs.
     """
     args = [_tool("dvc"), "repro", stage] if upstream else [_tool("dvc"), "repro", "-s", stage]
+    start = time.perf_counter()
     out = _run(args, repo)
-    print(out.strip().splitlines()[-1] if out.strip() else f"{stage}: done")
+    seconds = time.perf_counter() - start
+    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+    # What the stages said (alseg's one line per step: cost, mIoU, ...), without DVC's own
+    # chatter; then the duration.
+    for line in out.splitlines():
+        if line.strip() and not line.startswith(DVC_CHATTER):
+            print(line.strip())
+    if ran:
+        print(f"{stage}: ran {', '.join(ran)} in {seconds:.1f} s")
+    else:
+        print(f"{stage}: up to date ({seconds:.1f} s)")
     return stage
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -237,7 +238,27 @@ def test_two_rounds_through_the_deployment(served, tmp_path):
     md = next(a for a in arts if a.key == "al-round-2").data
     assert "| round | labelled_cost" in md and "request.csv" in md
 
+    # Each stage's task log ends with what it did and how long it took.
+    messages = _all_log_messages()
+    assert any(re.fullmatch(r"train@r1: ran train@r1 in \d+\.\d s", m) for m in messages)
+    assert any(m.startswith("round 1: trained drn_d_22 from round 0") for m in messages)
+    assert any(re.fullmatch(r"round 2: mIoU \d\.\d{4} on 3 val images", m) for m in messages)
+    assert any(m.startswith("round 2: merged, charged ") for m in messages)
+
     _assert_no_credentials(repo, server, bucket, [a.data for a in arts])
+
+
+def _all_log_messages() -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter
+
+    out: list[str] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_logs(log_filter=LogFilter(), limit=200, offset=len(out))
+            if not page:
+                return out
+            out += [log.message for log in page]
 
 
 def _assert_no_credentials(repo: Path, server: Server, bucket: str, artifacts: list) -> None:
