@@ -240,6 +240,8 @@ def main() -> None:
 
 
 def _commit() -> str:
+    if os.environ.get("ALSEG_COMMIT"):  # a snapshot outside the repository
+        return os.environ["ALSEG_COMMIT"]
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True, cwd=HERE)  # fmt: skip
     return out.stdout.strip() or "unknown"
