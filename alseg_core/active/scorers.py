@@ -183,7 +183,7 @@ def mc_statistics(
     passes: int,
     generator: torch.Generator,
     resolution: str = "feature",
-    pass_memory_mb: float = 512.0,
+    pass_memory_mb: float = 128.0,
 ) -> PixelStats:
     """One deterministic pass and ``passes`` dropout passes of the head over one trunk pass.
 
@@ -206,8 +206,7 @@ def mc_statistics(
     done = 0
     while done < passes:
         k = min(chunk, passes - done)
-        stacked = tuple(f.repeat(k, *([1] * (f.ndim - 1))) for f in features)  # (k*N, ...)
-        out = model.head(stacked, size, generator=generator)
+        out = model.head(features, size, generator=generator, passes=k)  # (k*N, C, ...)
         acc.update_many(torch.softmax(out.float(), dim=1).view(k, n, *out.shape[1:]))
         done += k
     return acc.stats(logits.float())

@@ -41,7 +41,7 @@ class ScoreParams:
     seed: int = 0
     class_weights: tuple[float, ...] | None = None  # (C,) for class-balanced scorers
     resolution: str = "feature"  # MC statistics at the head's resolution, or "full"
-    pass_memory_mb: float = 512.0  # working memory of the batched head passes
+    pass_memory_mb: float = 128.0  # working memory of the batched head passes
     max_batch_pixels: int = 2048 * 1024  # images per trunk pass: at most this many pixels
 
 
