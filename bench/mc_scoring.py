@@ -117,6 +117,7 @@ def _child(model: str, size: tuple[int, int], method: str, threads: int) -> dict
 def step_timing(workdir: Path, model: str, n: int, threads: int) -> dict:
     """The whole ``alseg score`` step and ``alseg predict`` per image, 1024x2048."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    workdir.mkdir(parents=True, exist_ok=True)
     bin_ = Path(sys.executable).parent / "alseg"
     params = workdir / "params.yaml"
     params.write_text(
@@ -220,6 +221,12 @@ def main() -> None:
         return
     sizes = [(512, 1024)] if args.quick else [(512, 1024), (1024, 2048)]
     start = time.perf_counter()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="alseg-mc-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cells = work / "cells.json"  # measured cells of this code: a rerun goes on from them
+    done = json.loads(cells.read_text()) if cells.exists() else {}
+    if done.get("code") != _commit():
+        done = {"code": _commit()}
     table: dict = {}
     for model in ("drn_d_22", "lraspp_mobilenet_v3_large"):
         for size in sizes:
@@ -228,10 +235,11 @@ def main() -> None:
             for method in METHODS:
                 if method == "baal_dropout_d10" and (args.quick or size[0] > 512):
                     continue  # the whole network D times: as slow as naive, measured at 512
-                table[key][method] = r = _child(model, size, method, args.threads)
+                cell = f"{key} {method}"
+                r = done.get(cell) or _child(model, size, method, args.threads)
+                table[key][method] = done[cell] = r
+                cells.write_text(json.dumps(done))
                 print(f"{key:<40} {method:<18} {r}", flush=True)
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="alseg-mc-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
     steps = {} if args.quick else {
         m: step_timing(work / m, m, 3, args.threads) for m in ("lraspp_mobilenet_v3_large",
                                                                 "drn_d_22")
