@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from alseg_core import storage
 from alseg_core.annotation import check_delivery_path
@@ -27,6 +27,8 @@ LAYOUT = RoundLayout()  # the DVC pipeline's round layout, as in dvc.yaml
 DVC_CHATTER = ("Running stage", "Updating lock file", "Use `dvc push`", "To track the changes",
                "Stage '", "> ", "\t", "git add", "Data and pipelines are up to date",
                "Verifying data sources", "Pipeline")  # fmt: skip
+
+CURVE_ARTIFACT = "al-learning-curve"
 
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
 
@@ -161,6 +163,14 @@ def publish_artifacts(repo: str, k: int, request_url: str | None) -> str:
         + "\n".join(files)
         + "\n",
         description=f"alseg round {k}: metrics and label request",
+    )
+    # One key for the learning curve: each round adds a version (the UI shows the latest
+    # and the history).
+    curve = [dict(zip(header, r.split(","), strict=True)) for r in rows[1:]]
+    create_table_artifact(
+        key=CURVE_ARTIFACT,
+        table=curve,
+        description=f"alseg learning curve after round {k} (mIoU vs % of the full cost)",
     )
     return str(publish)
 

@@ -237,6 +237,12 @@ def test_two_rounds_through_the_deployment(served, tmp_path):
     assert {"al-round-1", "al-round-2"} <= {a.key for a in arts}
     md = next(a for a in arts if a.key == "al-round-2").data
     assert "| round | labelled_cost" in md and "request.csv" in md
+    # The learning curve: one key, a version per round, each the curve so far.
+    curves = sorted((a for a in arts if a.key == "al-learning-curve"), key=lambda a: a.created)
+    assert len(curves) == 2, [a.key for a in arts]
+    tables = [json.loads(a.data) if isinstance(a.data, str) else a.data for a in curves]
+    assert [len(t) for t in tables] == [2, 3]  # rounds 0-1, then 0-2
+    assert [r["round"] for r in tables[1]] == ["0", "1", "2"] and "mIoU" in tables[1][0]
 
     # Each stage's task log ends with what it did and how long it took.
     messages = _all_log_messages()
