@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 
@@ -21,6 +22,9 @@ def test_run_writes_table_and_plot_and_resumes(synthetic_root, tmp_path, capsys)
     assert main(args) == 0
     log = capsys.readouterr().out
     assert "round 0/2" in log and "round 2/2" in log and "mIoU" in log
+    # a line per step with its time, between the round lines
+    assert re.search(r"^  round 1: scored \d+ pool images \(D=2\) -> .* \[\d+\.\ds\]$", log, re.M)
+    assert re.search(r"^  round 2: merged, charged \d+ -> .* \[\d+\.\ds\]$", log, re.M)
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [int(r["round"]) for r in rows] == [0, 1, 2]
     costs = [int(r["labelled_cost"]) for r in rows]

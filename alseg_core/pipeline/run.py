@@ -97,7 +97,10 @@ def run_rounds(
         prev = k - 1 if k else None
         for step in SEED_STEPS if k == 0 else ROUND_STEPS:
             if not engine.is_done(step, k):
-                engine.run_step(step, k, prev)
+                t_step = time.perf_counter()
+                said = engine.run_step(step, k, prev)
+                # A line per step: something to watch between the round lines.
+                log(f"  {said} [{time.perf_counter() - t_step:.1f}s]")
         seconds[k] = round(time.perf_counter() - t0, 1)
         summary = storage.read_json(layout.summary(k))
         log(
