@@ -158,10 +158,15 @@ def _train_id_mask(raw: bytes, url: str, image_id: str, shape: tuple, label_ids:
     return mask.astype(np.uint8)
 
 
-def _inbox_meta(directory: str) -> dict | None:
-    """import.json of an inbox written by ``alseg import`` (None for a folder of masks)."""
-    url = storage.join(directory, "import.json")
-    return storage.read_json(url) if storage.exists(url) else None
+def image_shape(
+    image_id: str, region_maps: Mapping[str, np.ndarray], samples: Mapping[str, cityscapes.Sample]
+) -> tuple[int, int]:
+    """(H, W) of a requested image: its region map's (computed from the image), else the
+    image's own (decoded only for whole-image items, which need no region map)."""
+    regions = region_maps.get(image_id)
+    if regions is not None:
+        return (int(regions.shape[0]), int(regions.shape[1]))
+    return tuple(cityscapes.read_image(samples[image_id]).shape[:2])
 
 
 def _human_cost(
@@ -219,7 +224,7 @@ def read_delivery(
         raise ValueError(f"label_format must be 'train_ids' or 'label_ids', got {label_format!r}")
     check_delivery_path(directory)
     meta = _delivery_meta(directory, request)
-    imported = _inbox_meta(directory) is not None
+    imported = storage.exists(storage.join(directory, "import.json"))  # by ``alseg import``
     files = _delivered_files(directory, request)
     images: list[DeliveredImage] = []
     warnings: list[str] = list(meta.get("warnings", [])) if meta else []
@@ -228,7 +233,7 @@ def read_delivery(
         url = files[item.image_id]
         raw = storage.read_bytes(url)
         digest.update(item.image_id.encode() + hashlib.sha1(raw).digest())
-        shape = cityscapes.read_image(samples[item.image_id]).shape[:2]
+        shape = image_shape(item.image_id, region_maps, samples)
         label_ids = label_format == "label_ids" and meta is None and not imported
         mask = _train_id_mask(raw, url, item.image_id, shape, label_ids)
         region_map = region_maps.get(item.image_id)

@@ -12,8 +12,6 @@ instance.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from alseg_core.annotation.formats.common import (
@@ -24,7 +22,7 @@ from alseg_core.annotation.formats.common import (
     add_instance,
     image_id_of,
     paint,
-    read_source,
+    read_json_source,
     train_id_of,
 )
 from alseg_core.datasets.labels import THING_TRAIN_IDS, TRAIN_CLASS_NAMES
@@ -106,10 +104,7 @@ def import_coco(
     url: str, shapes: dict[str, tuple[int, int]], *, request_id: str | None = None
 ) -> dict[str, ToolLabels]:
     """Read a COCO JSON file (path or URL)."""
-    try:
-        data = json.loads(read_source(url))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{url}: not JSON ({err})") from err
+    data = read_json_source(url)
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise ValueError(f"{url}: no '{key}' list (not a COCO JSON file)")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from alseg_core import storage
 from alseg_core.datasets.labels import LABEL_BY_NAME, TRAIN_CLASS_NAMES
-from alseg_core.types import IGNORE_INDEX, NUM_CLASSES
+from alseg_core.types import IGNORE_INDEX
 
 EXPORT_FORMATS = ("label-studio", "cvat", "coco")
 IMPORT_FORMATS = ("label-studio", "cvat-mask", "cityscapes", "coco")
@@ -110,17 +112,19 @@ def paint(mask: np.ndarray, pixels: np.ndarray, train_id: int, *, source: str) -
         mask[pixels] = train_id
 
 
-def check_mask_values(mask: np.ndarray, source: str) -> None:
-    bad = np.unique(mask[(mask >= NUM_CLASSES) & (mask != IGNORE_INDEX)])
-    if bad.size:
-        raise ValueError(f"{source}: values {bad[:10].tolist()} are not train ids")
-
-
 def read_source(url: str) -> bytes:
     """Bytes of a file at a path or URL, or a clear error naming it."""
     if not storage.exists(url):
         raise FileNotFoundError(f"{url}: no such file or folder")
     return storage.read_bytes(url)
+
+
+def read_json_source(url: str) -> Any:
+    """A tool's JSON export at a path or URL, or a clear error naming it."""
+    try:
+        return json.loads(read_source(url))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{url}: not JSON ({err})") from err
 
 
 class Archive:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from alseg_core import storage
+from alseg_core.annotation.deliveries import image_shape
 from alseg_core.annotation.formats import coco, cvat, label_studio
 from alseg_core.annotation.formats.common import (
     EXPORT_FORMATS,
@@ -52,7 +53,7 @@ def export_items(
         if sample is None:
             raise ValueError(f"request {request.request_id}: unknown image id {item.image_id!r}")
         regions = region_maps.get(item.image_id)
-        shape = regions.shape if regions is not None else cityscapes.read_image(sample).shape[:2]
+        shape = image_shape(item.image_id, region_maps, samples)
         pred = None if predictions is None else predictions.get(item.image_id)
         if pred is not None and pred.shape != shape:
             raise ValueError(f"prediction for {item.image_id!r} is {pred.shape}, image is {shape}")

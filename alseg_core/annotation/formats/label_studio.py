@@ -14,7 +14,6 @@ a thing-class result is one object instance. The guide label is never a class.
 
 from __future__ import annotations
 
-import json
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -29,7 +28,7 @@ from alseg_core.annotation.formats.common import (
     class_colours,
     image_id_of,
     paint,
-    read_source,
+    read_json_source,
     train_id_of,
 )
 from alseg_core.annotation.formats.polygons import rasterise_polygon
@@ -149,10 +148,7 @@ def import_labels(
     url: str, shapes: dict[str, tuple[int, int]], *, request_id: str | None = None
 ) -> dict[str, ToolLabels]:
     """Read a Label Studio JSON export; ``shapes`` gives each requested image's (H, W)."""
-    try:
-        tasks = json.loads(read_source(url))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{url}: not JSON ({err})") from err
+    tasks = read_json_source(url)
     if isinstance(tasks, dict) and "data" in tasks:
         tasks = [tasks]  # one task exported on its own
     if not isinstance(tasks, list):

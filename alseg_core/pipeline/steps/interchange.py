@@ -1,8 +1,9 @@
 """Requests out to annotation tools, their exports back into an alseg inbox.
 
-Not a round stage of its own: the request step calls ``export_step`` for human rounds
-(the tool files land in the request folder, beside request.csv), and ``alseg export`` /
-``alseg import`` call these for any request.
+Not a round stage of its own: ``alseg export`` / ``alseg import`` call these for any
+request (for human rounds the request step writes the same tool files into the request
+folder, beside request.csv, through ``annotation.formats``), and the flow's
+fetch-delivery runs ``alseg import``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from alseg_core import storage
-from alseg_core.annotation.deliveries import read_delivery
+from alseg_core.annotation.deliveries import image_shape, read_delivery
 from alseg_core.annotation.formats import export_request, import_delivery, write_inbox
 from alseg_core.annotation.formats.dispatch import export_items
 from alseg_core.annotation.requests import Request, load_request
-from alseg_core.datasets import cityscapes
 from alseg_core.pipeline.pool import Pool
 from alseg_core.pipeline.steps.annotate import request_region_maps
 from alseg_core.superpixels import SuperpixelStore
@@ -91,12 +91,7 @@ def import_step(
     request = load_request(request_dir)
     request.check_store(store.fingerprint(), source=storage.join(request_dir, "request.json"))
     region_maps = request_region_maps(request, store)
-    shapes = {
-        i.image_id: region_maps[i.image_id].shape
-        if i.image_id in region_maps
-        else cityscapes.read_image(pool.samples[i.image_id]).shape[:2]
-        for i in request.items
-    }
+    shapes = {i.image_id: image_shape(i.image_id, region_maps, pool.samples) for i in request.items}
     labels = import_delivery(fmt, source, request, shapes)
     meta = {"tool_format": fmt, "source": source, "request_id": request.request_id}
     with tempfile.TemporaryDirectory(prefix="alseg-import-") as tmp:
