@@ -97,6 +97,15 @@ class ALConfig:
     score_batch_pixels: int = 2048 * 1024
     train_steps: int = 200  # optimiser steps per round (epochs follow from the labelled set size)
     finetune: bool = True  # start each round from the previous round's weights
+    # Train each round on until val mIoU stops improving: up to this many more chunks of
+    # train_steps, stopping at the first that gains < plateau_tol (0 = train_steps only).
+    plateau_chunks: int = 0
+    plateau_tol: float = 0.005
+    # The seed round: random whole images (initial_images), or random superpixels over
+    # the whole pool, seed_budget of them (1 budget unit each, a region's least cost: one
+    # instance; the oracle charges the true cost).
+    seed_unit: str = "image"
+    seed_budget: int = 0
     seed: int = 0
     heat_stride: int = 4
     out: str = "data/runs/al"
@@ -115,6 +124,19 @@ class ALConfig:
         for name in ("rounds", "initial_images", "train_steps", "heat_stride"):
             if getattr(self, name) < 1 and not (name == "rounds" and self.rounds == 0):
                 raise ValueError(f"al.{name} must be >= 1, got {getattr(self, name)}")
+        if self.plateau_chunks < 0 or not self.plateau_tol >= 0:
+            raise ValueError(
+                f"al.plateau_chunks and al.plateau_tol must be >= 0, got "
+                f"{self.plateau_chunks} and {self.plateau_tol}"
+            )
+        if self.seed_unit not in ("image", "superpixel"):
+            raise ValueError(
+                f"al.seed_unit must be 'image' or 'superpixel', got {self.seed_unit!r}"
+            )
+        if self.seed_unit == "superpixel" and self.seed_budget < 1:
+            raise ValueError(
+                f"al.seed_unit 'superpixel' needs al.seed_budget >= 1, got {self.seed_budget}"
+            )
         if self.budget_per_round < 0:
             raise ValueError(f"al.budget_per_round must be >= 0, got {self.budget_per_round}")
         if self.annotator not in ("oracle", "human"):

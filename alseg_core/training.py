@@ -94,6 +94,7 @@ class TrainResult:
     resumed_from_epoch: int
     final_loss: float
     seconds: float
+    val_curve: tuple[float, ...] = ()  # val mIoU after each chunk (al.plateau_chunks)
 
 
 def checkpoint_state(

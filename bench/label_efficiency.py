@@ -38,6 +38,12 @@ sys.path.insert(0, str(HERE))
 from _machine import describe  # noqa: E402
 from label_efficiency_report import compare, summarise  # noqa: E402
 
+#: Runs named ``<strategy>+<variant>``: the strategy with these ``al`` settings. The
+#: superpixel seed spends about what the 20 random seed images cost (≈35 each at 64x128).
+VARIANTS: dict[str, dict] = {
+    "sp_seed": {"seed_unit": "superpixel", "seed_budget": 700},
+}
+
 PRESETS: dict[str, dict] = {
     # Sized from measured throughput on 2 CPU cores: LR-ASPP trains ~55 images/s at
     # 64x128, so a 200-step round trains in ~30 s; 6 trainings + 5 scorings per run,
@@ -46,10 +52,13 @@ PRESETS: dict[str, dict] = {
         "synthetic": {"n_train": 300, "n_val": 50, "height": 64, "width": 128, "seed": 0},
         "superpixels": {"compactness": 0.02},
         "model": {"name": "lraspp_mobilenet_v3_large"},
+        # Each round trains 200 steps, then on in chunks of 200 until val mIoU gains
+        # < 0.005 (at most 2 more): the same rule for every strategy.
         "al": {"rounds": 5, "initial_images": 20, "budget_per_round": 1200, "mc_passes": 10,
-               "train_steps": 200},
-        "strategies": ["random", "mc_variance", "mc_variance_plus"],
-        "units": ["image", "superpixel"],
+               "train_steps": 200, "plateau_chunks": 2, "plateau_tol": 0.005},
+        "runs": [("image", "random"), ("image", "mc_variance"), ("superpixel", "random"),
+                 ("superpixel", "mc_variance"), ("superpixel", "mc_variance_plus"),
+                 ("superpixel", "mc_variance_plus+sp_seed")],
         "seeds": [0, 1, 2],
         "jobs": 2,
         "ceiling_chunk": 16, "ceiling_tol": 0.005, "ceiling_max_chunks": 3,
@@ -99,7 +108,10 @@ PRESETS: dict[str, dict] = {
 }  # fmt: skip
 
 
-def _config(preset: dict, work: Path, *, unit: str, strategy: str, seed: int, extra: dict):
+def _config(
+    preset: dict, work: Path, *, unit: str, strategy: str, seed: int, extra: dict,
+    name: str | None = None,
+):  # fmt: skip
     from alseg_core.config import config_from_dict
 
     raw = {
@@ -113,7 +125,7 @@ def _config(preset: dict, work: Path, *, unit: str, strategy: str, seed: int, ex
             "unit": unit,
             "strategy": strategy,
             "seed": seed,
-            "out": str(work / "runs" / f"{unit}-{strategy}-s{seed}"),
+            "out": str(work / "runs" / f"{unit}-{name or strategy}-s{seed}"),
             **extra,
         },
     }
@@ -143,6 +155,12 @@ def _diagnose(layout, rounds: int) -> dict:
     }
 
 
+def _variant(name: str) -> tuple[str, dict]:
+    """``strategy+variant`` -> (strategy, its extra ``al`` settings)."""
+    strategy, _, variant = name.partition("+")
+    return strategy, (VARIANTS[variant] if variant else {})
+
+
 def _one_run(job: tuple) -> tuple[list[dict], dict]:
     preset, work, unit, strategy, seed = job
     import torch
@@ -150,7 +168,10 @@ def _one_run(job: tuple) -> tuple[list[dict], dict]:
     from alseg_core.pipeline.run import run_layout, run_rounds
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // preset["jobs"]))
-    cfg = _config(preset, Path(work), unit=unit, strategy=strategy, seed=seed, extra={})
+    real, extra = _variant(strategy)
+    cfg = _config(
+        preset, Path(work), unit=unit, strategy=real, seed=seed, extra=extra, name=strategy
+    )
     start = time.perf_counter()
     rows = run_rounds(cfg, log=lambda m: None)  # the round engine, as the pipeline
     last, seconds = rows[-1], time.perf_counter() - start
@@ -253,10 +274,16 @@ def run(
     RoundEngine(replace_workers(base), RoundLayout(str(work / "prepare"))).superpixels()
     print(f"label efficiency, preset {preset_name}: data and superpixels ready "
           f"[{time.perf_counter() - start:.0f}s]", flush=True)  # fmt: skip
-    jobs_list = [(preset, str(work), unit, strategy, seed)
-                 for seed in preset["seeds"] for unit in preset["units"]
-                 for strategy in preset["strategies"]
-                 if not (strategy == "learning_loss" and unit != "image")]  # fmt: skip
+    runs = preset.get("runs") or [
+        (unit, strategy) for unit in preset["units"] for strategy in preset["strategies"]
+        if not (strategy == "learning_loss" and unit != "image")
+    ]  # fmt: skip
+    if only and only.get("strategies"):
+        runs = [r for r in runs if r[1] in only["strategies"]]
+    if only and only.get("units"):
+        runs = [r for r in runs if r[0] in only["units"]]
+    jobs_list = [(preset, str(work), unit, name, seed)
+                 for seed in preset["seeds"] for unit, name in runs]  # fmt: skip
     ctx = get_context("spawn")
     with ProcessPoolExecutor(max_workers=preset["jobs"], mp_context=ctx) as pool:
         ceilings = (

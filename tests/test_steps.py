@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from alseg_core.config import config_from_dict
@@ -103,3 +104,75 @@ def test_a_pool_manifest_is_only_valid_for_its_dataset(synthetic_root, tmp_path)
         again.check_matches("elsewhere", "train", "val", "pool.json")
     with pytest.raises(ValueError, match="not in the pool"):
         pool.sample("nope")
+
+
+def test_a_superpixel_seed_is_random_regions_over_the_whole_pool(tmp_path):
+    from alseg_core.pipeline.steps.select import seed_region_candidates
+
+    counts = {"a": 3, "b": 2, "c": 4}  # 9 regions in all
+    every = seed_region_candidates(counts, 20, np.random.default_rng(0))
+    assert sorted((c.image_id, c.region) for c in every) == [
+        ("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1),
+        ("c", 0), ("c", 1), ("c", 2), ("c", 3),
+    ]  # fmt: skip
+    some = seed_region_candidates(counts, 4, np.random.default_rng(0))
+    assert len({(c.image_id, c.region) for c in some}) == 4
+    assert all(c.est_cost == 0 for c in some)  # no model estimate: calibration skips them
+    summary = select_step(
+        0, pool_ids=list(counts), scores=None, labelled=None, out=str(tmp_path / "s.json"),
+        unit="superpixel", strategy="mc_variance", budget=9, initial_images=5, seed=0,
+        seed_regions=(counts, "fp", 4),
+    )  # fmt: skip
+    assert (summary["unit"], summary["strategy"], summary["budget"]) == ("superpixel", "random", 4)
+    assert summary["estimated_spent"] == 4 and summary["superpixel_store"] == "fp"
+    assert sum(len(i["regions"]) for i in summary["items"]) == 4
+    assert not any(i["full_image"] for i in summary["items"])
+
+
+def test_a_superpixel_seed_round_labels_regions_not_whole_images(synthetic_root, tmp_path):
+    from alseg_core.labels import load_state
+    from alseg_core.pipeline.run import run_layout, run_rounds
+
+    cfg = _cfg(synthetic_root, tmp_path, rounds=0, seed_unit="superpixel", seed_budget=12)
+    run_rounds(cfg, log=lambda m: None)
+    state = load_state(run_layout(cfg).labelled(0))
+    assert sum(len(e.regions) for e in state.images.values()) == 12
+    assert not any(e.full_image for e in state.images.values())
+    assert state.history[0].cost >= 12  # each region holds at least one instance
+    with pytest.raises(ValueError, match="al.seed_unit 'superpixel' needs al.seed_budget >= 1"):
+        _cfg(synthetic_root, tmp_path, seed_unit="superpixel")
+
+
+def test_plateau_training_goes_on_until_val_miou_stops_and_keeps_the_best(synthetic_root, tmp_path):
+    from alseg_core.pipeline.steps.evaluate import evaluate_step
+    from alseg_core.pipeline.steps.train import Plateau, train_step
+
+    cfg = _cfg(synthetic_root, tmp_path, rounds=0)
+    engine = RoundEngine(cfg, RoundLayout(str(tmp_path / "base")))
+    engine.superpixels()
+    for step in ("select", "request", "annotate", "merge"):
+        engine.run_step(step, 0, None)
+    labelled = engine.layout.labelled(0)
+
+    def train(out, plateau):
+        return train_step(
+            engine.pool, labelled, str(tmp_path / out), previous_model=None, finetune=False,
+            model=cfg.model, train=cfg.train, train_steps=2, plateau=plateau,
+        )  # fmt: skip
+
+    plain = train("plain.pt", None)
+    assert plain.val_curve == ()
+    # A tolerance no chunk can reach stops after the first extra chunk.
+    stopped = train("stopped.pt", Plateau(chunks=3, tol=1.0))
+    assert len(stopped.val_curve) == 2
+    assert stopped.epochs_run == 2 * plain.epochs_run
+    # The kept checkpoint is the best chunk's: its val mIoU is the curve's maximum.
+    kept = evaluate_step(str(tmp_path / "stopped.pt"), engine.pool.val, model_name=cfg.model.name,
+                         batch_size=4, device="cpu")["mIoU"]  # fmt: skip
+    assert kept == pytest.approx(max(stopped.val_curve), abs=1e-9)
+    # The first chunk's val mIoU is the plain schedule's (same seed, same steps).
+    plain_miou = evaluate_step(
+        str(tmp_path / "plain.pt"), engine.pool.val, model_name=cfg.model.name, batch_size=4,
+        device="cpu",
+    )["mIoU"]  # fmt: skip
+    assert stopped.val_curve[0] == pytest.approx(plain_miou, abs=1e-9)

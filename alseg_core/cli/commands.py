@@ -101,7 +101,7 @@ def cmd_superpixels(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from alseg_core.pipeline.steps.train import train_on_split, train_step
+    from alseg_core.pipeline.steps.train import Plateau, train_on_split, train_step
 
     cfg = config(args)
     if args.labelled:
@@ -113,6 +113,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             train_steps=cfg.al.train_steps,
             loss_prediction=get_strategy(cfg.al.strategy).loss_prediction,
             progress=not args.no_progress,
+            plateau=Plateau(cfg.al.plateau_chunks, cfg.al.plateau_tol),
+            eval_batch_size=cfg.eval.batch_size,
         )  # fmt: skip
         what = args.labelled
     else:

@@ -33,8 +33,11 @@ HEADER = """\
 """
 
 
-#: The seed round selects random images and is answered by the oracle.
-SEED_PARAMS = {"select": ("al.initial_images", "al.seed"), "annotate": ()}
+#: The seed round selects random images (or superpixels) and is answered by the oracle.
+SEED_PARAMS = {
+    "select": ("al.initial_images", "al.seed", "al.seed_unit", "al.seed_budget"),
+    "annotate": (),
+}
 
 
 def _stage(step: str, k: str, prev: str | None) -> dict:

@@ -49,7 +49,9 @@ STEP_CODE: dict[str, tuple[str, ...]] = {
                  "alseg_core/active/costs.py", "alseg_core/annotation/formats/common.py"),
     "merge": ("alseg_core/annotation/deliveries.py", "alseg_core/annotation/merge.py",
               "alseg_core/labels.py"),
-    "train": ("alseg_core/training_spec.py", "alseg_core/datasets/transforms.py", *MODEL_CODE),
+    "train": ("alseg_core/training_spec.py", "alseg_core/datasets/transforms.py",
+              "alseg_core/evaluation.py", "alseg_core/metrics.py", "alseg_core/inference.py",
+              *MODEL_CODE),
     "evaluate": ("alseg_core/evaluation.py", "alseg_core/metrics.py", "alseg_core/inference.py",
                  *MODEL_CODE),
     "publish": ("alseg_core/plots.py", "alseg_core/active/costs.py"),
@@ -65,7 +67,8 @@ STEP_PARAMS: dict[str, tuple[str, ...]] = {
     "request": ("al.annotator", "al.export_formats", "al.image_url_prefix"),
     "annotate": ("al.annotator", "al.label_format"),
     "merge": ("al.label_format",),
-    "train": ("model", "train", "al.train_steps", "al.strategy", "al.finetune"),
+    "train": ("model", "train", "al.train_steps", "al.strategy", "al.finetune",
+              "al.plateau_chunks", "al.plateau_tol", "eval.batch_size"),
     "evaluate": ("eval.batch_size", "model.name", "model.num_classes"),
     "publish": ("al.unit", "al.strategy", "model.name"),
 }  # fmt: skip
@@ -174,10 +177,19 @@ class RoundEngine:
             labelled=None if prev is None else L.labelled(prev), out=L.selection(k),
             unit=al.unit, strategy=al.strategy, budget=al.budget_per_round,
             initial_images=al.initial_images, seed=al.seed,
+            seed_regions=self._seed_regions() if k == 0 else None,
         )  # fmt: skip
         if summary.get("warning"):
             self.log(f"warning: {summary['warning']}")
         return describe_selection(summary, L.selection(k))
+
+    def _seed_regions(self) -> tuple[dict[str, int], str, int] | None:
+        """A superpixel seed round's (regions per pool image, store fingerprint, budget)."""
+        al = self.cfg.al
+        if al.seed_unit != "superpixel":
+            return None
+        counts = {i: int(self.store.read_row(i)["n_regions"]) for i in self.pool.ids}
+        return counts, self.store.fingerprint(), al.seed_budget
 
     def _request(self, k: int, prev: int | None) -> str:
         from alseg_core.pipeline.steps.request import request_step
@@ -220,7 +232,7 @@ class RoundEngine:
 
     def _train(self, k: int, prev: int | None) -> str:
         from alseg_core.active.strategies import get_strategy
-        from alseg_core.pipeline.steps.train import train_step
+        from alseg_core.pipeline.steps.train import Plateau, train_step
 
         cfg, L = self.cfg, self.layout
         result = train_step(
@@ -229,16 +241,24 @@ class RoundEngine:
             finetune=cfg.al.finetune, model=cfg.model, train=cfg.train,
             train_steps=cfg.al.train_steps,
             loss_prediction=get_strategy(cfg.al.strategy).loss_prediction,
-            progress=self.progress,
+            progress=self.progress, plateau=Plateau(cfg.al.plateau_chunks, cfg.al.plateau_tol),
+            eval_batch_size=cfg.eval.batch_size,
         )  # fmt: skip
         start = (
             "from round " + str(prev) if prev is not None and cfg.al.finetune else "from scratch"
         )
         resumed = result.resumed_from_epoch
         resumed_text = f", resumed after epoch {resumed}" if resumed else ""
+        curve = result.val_curve
+        plateau = (
+            f", val mIoU by chunk {' -> '.join(f'{m:.4f}' for m in curve)} (kept the best)"
+            if curve
+            else ""
+        )
         return (
             f"round {k}: trained {cfg.model.name} {start}, {result.epochs_run} epochs in "
-            f"{result.seconds:.1f}s{resumed_text}, loss {result.final_loss:.4f} -> {L.model(k)}"
+            f"{result.seconds:.1f}s{resumed_text}, loss {result.final_loss:.4f}{plateau} "
+            f"-> {L.model(k)}"
         )
 
     def _evaluate(self, k: int, prev: int | None) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 from alseg_core import storage
 from alseg_core.active.costs import cost_calibration
 from alseg_core.active.scoring import read_scores
-from alseg_core.active.selection import IMAGE_UNIT, Candidate, calibrated_cost
+from alseg_core.active.selection import IMAGE_UNIT, SUPERPIXEL_UNIT, Candidate, calibrated_cost
 from alseg_core.active.strategies import get_strategy
 from alseg_core.annotation.requests import RequestItem, make_request
 from alseg_core.labels import LabelState, load_state
@@ -21,6 +21,24 @@ def seed_candidates(pool_ids: Sequence[str], n: int, rng: np.random.Generator) -
     ids = sorted(pool_ids)
     pick = rng.choice(len(ids), size=min(n, len(ids)), replace=False)
     return [Candidate(ids[i], -1, 0.0, 0) for i in sorted(pick)]
+
+
+def seed_region_candidates(
+    region_counts: dict[str, int], budget: int, rng: np.random.Generator
+) -> list[Candidate]:
+    """Random superpixels drawn uniformly over every region of the pool, ``budget`` of
+    them: each spends 1 of the budget (a region holds at least one instance; the oracle
+    charges the true cost). They carry no model estimate (0), so the cost calibration
+    of later rounds, which compares charged with estimated costs, leaves them out."""
+    ids = sorted(region_counts)
+    offsets = np.cumsum([0] + [region_counts[i] for i in ids])
+    total = int(offsets[-1])
+    pick = np.sort(rng.choice(total, size=min(budget, total), replace=False))
+    image_index = np.searchsorted(offsets, pick, side="right") - 1
+    return [
+        Candidate(ids[i], int(p - offsets[i]), 0.0, 0)
+        for i, p in zip(image_index.tolist(), pick.tolist(), strict=True)
+    ]
 
 
 def _choose(
@@ -81,13 +99,23 @@ def select_step(
     budget: int,
     initial_images: int,
     seed: int,
+    seed_regions: tuple[dict[str, int], str, int] | None = None,
 ) -> dict:
-    """Write the selection (``out``, JSON: the request plus budget and calibration)."""
+    """Write the selection (``out``, JSON: the request plus budget and calibration).
+
+    seed_regions : for a superpixel seed round (al.seed_unit), the regions per pool
+    image, the store's fingerprint and the seed budget; None: random whole images.
+    """
     state = load_state(labelled)
     rng = np.random.default_rng([seed, round_])
     warning: str | None = None
     store: str | None = None
-    if round_ == 0:
+    if round_ == 0 and seed_regions is not None:
+        counts, store, budget = seed_regions
+        chosen = seed_region_candidates(counts, budget, rng)
+        unit, strategy, spent = SUPERPIXEL_UNIT, "random", len(chosen)
+        factor, basis = 1.0, "seed round (random superpixels, 1 budget unit each)"
+    elif round_ == 0:
         chosen = seed_candidates(pool_ids, initial_images, rng)
         unit, strategy, budget, spent = IMAGE_UNIT, "random", 0, 0
         factor, basis = 1.0, "seed round"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from alseg_core import storage
@@ -35,6 +36,21 @@ def round_schedule(train: TrainConfig, n_images: int, train_steps: int) -> Train
     return replace(train, epochs=max(1, round(train_steps / steps_per_epoch)))
 
 
+@dataclass(frozen=True)
+class Plateau:
+    """Train each round until val mIoU stops improving (al.plateau_chunks, al.plateau_tol).
+
+    After the round's ``train_steps`` steps, up to ``chunks`` more chunks of as many steps
+    run, each from the previous chunk's weights (poly learning rate restarted); the round
+    stops at the first chunk that gains less than ``tol`` mIoU on the validation split
+    and keeps the best checkpoint. The same rule for every strategy, so a curve is not
+    limited by the optimiser steps its strategy happened to be given.
+    """
+
+    chunks: int = 0
+    tol: float = 0.005
+
+
 def train_step(
     pool: Pool,
     labelled: str,
@@ -48,30 +64,65 @@ def train_step(
     loss_prediction: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    plateau: Plateau | None = None,
+    eval_batch_size: int = 8,
 ) -> TrainResult:
     """Train on ``labelled`` for ``train_steps`` steps; the checkpoint goes to ``out``.
 
     previous_model : the previous round's checkpoint; training starts from its weights
     when ``finetune`` (al.finetune), from scratch otherwise.
+    plateau : go on in chunks until val mIoU stops improving (:class:`Plateau`).
+
+    With a plateau rule the result's ``val_curve`` holds the val mIoU after each chunk.
     """
+    from alseg_core.training import TrainResult
     from alseg_core.training import train as run_training
 
     items = labelled_items(pool, labelled)
     if not items:
         raise ValueError(f"{labelled}: the labelled set is empty")
-    return run_training(
-        items,
-        model_name=model.name,
-        checkpoint_url=out,
-        cfg=round_schedule(train, len(items), train_steps),
-        num_classes=model.num_classes,
-        dropout=model.dropout,
-        init_from=previous_model if finetune else None,
-        learning_loss=loss_prediction,
-        progress=progress,
-        log=log,
-        data_fingerprint=hashlib.sha256(storage.read_bytes(state_url(labelled))).hexdigest(),
-    )
+    schedule = round_schedule(train, len(items), train_steps)
+
+    def fit(url: str, init: str | None) -> TrainResult:
+        return run_training(
+            items, model_name=model.name, checkpoint_url=url, cfg=schedule,
+            num_classes=model.num_classes, dropout=model.dropout, init_from=init,
+            learning_loss=loss_prediction, progress=progress, log=log,
+            data_fingerprint=hashlib.sha256(storage.read_bytes(state_url(labelled))).hexdigest(),
+        )  # fmt: skip
+
+    init = previous_model if finetune else None
+    if plateau is None or plateau.chunks < 1:
+        return fit(out, init)
+    if not pool.val:
+        raise ValueError("al.plateau_chunks needs a validation split (data.val_split)")
+    from alseg_core.pipeline.steps.evaluate import evaluate_step
+
+    def val_miou(url: str) -> float:
+        return evaluate_step(
+            url, pool.val, model_name=model.name, num_classes=model.num_classes,
+            batch_size=eval_batch_size, device=train.device,
+        )["mIoU"]  # fmt: skip
+
+    # Chunks live in a local scratch folder; only the best reaches ``out`` (atomically).
+    with tempfile.TemporaryDirectory(prefix="alseg-plateau-") as scratch:
+        url = f"{scratch}/chunk-0.pt"
+        first = fit(url, init)
+        curve = [val_miou(url)]
+        best, best_url, loss = curve[0], url, first.final_loss
+        epochs, seconds = first.epochs_run, first.seconds
+        for n in range(1, plateau.chunks + 1):
+            nxt = f"{scratch}/chunk-{n}.pt"
+            result = fit(nxt, url)
+            epochs, seconds, url = epochs + result.epochs_run, seconds + result.seconds, nxt
+            curve.append(val_miou(nxt))
+            gain = curve[-1] - best
+            if curve[-1] > best:
+                best, best_url, loss = curve[-1], nxt, result.final_loss
+            if gain < plateau.tol:
+                break
+        storage.write_bytes(out, storage.read_bytes(best_url))
+    return TrainResult(out, epochs, first.resumed_from_epoch, loss, seconds, tuple(curve))
 
 
 def train_on_split(
