@@ -16,7 +16,7 @@ install: $(STAMP)
 # The main job: the active-learning loop on the embedded synthetic dataset.
 demo: $(STAMP)
 	$(BIN)/alseg make-synthetic
-	$(BIN)/alseg --no-progress run
+	$(BIN)/alseg run --baseline random
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -108,11 +108,11 @@ def predict(
     progress: bool = False,
 ) -> Iterator[tuple[cityscapes.Sample, np.ndarray]]:
     """Yield (sample, (H, W) uint8 train-id prediction) at each image's full size."""
-    from tqdm import tqdm
+    from alseg_core.progress import progress_bar
 
     dev = resolve_device(device)
     model.to(dev).eval()
-    bar = tqdm(total=len(samples), desc="predict", unit="img", disable=not progress)
+    bar = progress_bar(len(samples), "predict", enabled=progress)
     for batch, images in background(image_batches(samples, batch_size)):
         x = torch.stack([to_tensor(img) for img in images]).to(dev)
         pred = model(x).argmax(1).to(torch.uint8).cpu().numpy()

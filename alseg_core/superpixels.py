@@ -224,14 +224,14 @@ class SuperpixelStore:
 
         workers : processes to use; 0 = all cores. Returns the number of new images.
         """
-        from tqdm import tqdm
+        from alseg_core.progress import progress_bar
 
         known = self.image_ids()
         todo = sorted({(i, u) for i, u in images if i not in known})
         if not todo:
             return 0
         workers = workers or os.cpu_count() or 1
-        bar = tqdm(total=len(todo), desc="superpixels", unit="img", disable=not progress)
+        bar = progress_bar(len(todo), "superpixels", enabled=progress)
         jobs = [(image_id, url, self.params) for image_id, url in todo]
         pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(todo) > 1 else None
         try:

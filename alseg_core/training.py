@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from alseg_core.datasets.transforms import (
 )
 from alseg_core.inference import resolve_device
 from alseg_core.models import SegmentationModel, build_model
+from alseg_core.progress import progress_bar
 from alseg_core.training_spec import TrainConfig, TrainItem
 from alseg_core.types import IGNORE_INDEX
 
@@ -258,8 +260,11 @@ def train(
     last_epoch = cfg.epochs
     if max_epochs_this_run is not None:
         last_epoch = min(cfg.epochs, first_epoch + max_epochs_this_run)
+    epochs = progress_bar(last_epoch - first_epoch, "train", unit="epoch", enabled=progress)
     for epoch in range(first_epoch, last_epoch):
         loss_value = _run_epoch(model, optimizer, dataset, epoch, cfg, device, progress)
+        epochs.update(1)
+        epochs.set_postfix(loss=f"{loss_value:.4f}")
         if log is not None:
             log(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.4f}")
         done = epoch + 1 == cfg.epochs
@@ -272,6 +277,7 @@ def train(
         )  # fmt: skip
         if done:
             storage.remove(partial_url)
+    epochs.close()
     return TrainResult(
         checkpoint=checkpoint_url,
         epochs_run=last_epoch - first_epoch,
@@ -303,8 +309,6 @@ def _run_epoch(
     progress: bool,
 ) -> float:
     """One epoch (poly learning rate); returns the mean loss over labelled batches."""
-    from tqdm import tqdm
-
     dataset.epoch = epoch
     steps_per_epoch = -(-len(dataset) // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
@@ -320,11 +324,13 @@ def _run_epoch(
     )  # fmt: skip
     model.train()
     running, n = 0.0, 0
-    bar = tqdm(
-        loader, desc=f"train epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-        disable=not progress, leave=False,
+    # Batches within the epoch: a bar on a terminal only (the epochs report elsewhere).
+    bar = progress_bar(
+        len(loader), f"train epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+        enabled=progress and sys.stderr.isatty(), leave=False,
     )  # fmt: skip
-    for step, (x, y) in enumerate(bar):
+    for step, (x, y) in enumerate(loader):
+        bar.update(1)
         global_step = epoch * steps_per_epoch + step
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * (1 - global_step / total_steps) ** 0.9
@@ -339,4 +345,5 @@ def _run_epoch(
         running += loss.item() * len(x)
         n += len(x)
         bar.set_postfix(loss=f"{running / max(n, 1):.3f}")
+    bar.close()
     return running / max(n, 1)

@@ -7,19 +7,29 @@ backoff. Tasks return paths, never big objects.
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from alseg_core import storage
 from alseg_core.annotation import check_delivery_path
 from alseg_core.config import load_config
 from alseg_core.pipeline.layout import RoundLayout
+from alseg_core.pipeline.steps.select import describe_selection
 
 LAYOUT = RoundLayout()  # the DVC pipeline's round layout, as in dvc.yaml
 
@@ -51,24 +61,80 @@ def _run(args: list[str], repo: str) -> str:
     return result.stdout
 
 
+def _stream(args: list[str], repo: str, on_line: Callable[[str], None]) -> str:
+    """Run ``args``, handing each output line (stdout and stderr) to ``on_line`` as it
+    comes, so a long stage shows its progress in the task log while it runs."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    lines: list[str] = []
+    with subprocess.Popen(
+        args, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        bufsize=1,
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            on_line(line.rstrip("\n"))
+        code = proc.wait()
+    out = "".join(lines)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(args)} failed in {repo} (exit {code}):\n{out[-6000:]}")
+    return out
+
+
+#: A progress line of an alseg step (``alseg_core.progress``): "score: 120/400 img [..]".
+PROGRESS_LINE = re.compile(r"^(?P<what>[\w ]+): (?P<done>\d+)/(?P<total>\d+) \w+ \[")
+
+
+class _ScoreProgress:
+    """A Prefect progress artifact that follows the score step's progress lines."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.artifact = None
+
+    def __call__(self, line: str) -> None:
+        match = PROGRESS_LINE.match(line)
+        if not (match and match["what"] == "score" and self.stage.startswith("score")):
+            return
+        pct = 100.0 * int(match["done"]) / max(1, int(match["total"]))
+        if self.artifact is None:
+            key = "al-scoring-" + re.sub(r"[^a-z0-9-]", "-", self.stage.lower())
+            self.artifact = create_progress_artifact(
+                pct, key=key, description=f"{self.stage}: pool images scored"
+            )
+        else:
+            update_progress_artifact(self.artifact, pct)
+
+    def done(self) -> None:
+        if self.artifact is not None:
+            update_progress_artifact(self.artifact, 100.0)
+
+
 @task(name="dvc-repro", task_run_name="repro {stage}", retries=1, retry_delay_seconds=5)
 def repro(stage: str, repo: str, *, upstream: bool = False) -> str:
     """Run one DVC stage when it is out of date.
 
     The flow runs the stages in pipeline order, so by default only ``stage`` itself is
     checked (``--single-item``: no status walk over everything upstream, about half a
-    second per stage); ``upstream=True`` also reproduces what it needs.
+    second per stage); ``upstream=True`` also reproduces what it needs. The stage's
+    lines reach the task log as they come (alseg's progress lines every ~15 s, then its
+    result line: cost, mIoU, ...), without DVC's own chatter; then the duration. While
+    the pool is scored, a progress artifact follows it.
     """
     args = [_tool("dvc"), "repro", stage] if upstream else [_tool("dvc"), "repro", "-s", stage]
     start = time.perf_counter()
-    out = _run(args, repo)
+    progress = _ScoreProgress(stage)
+
+    def on_line(line: str) -> None:
+        if line.strip() and not line.startswith(DVC_CHATTER):
+            print(line.strip(), flush=True)
+        progress(line)
+
+    out = _stream(args, repo, on_line)
+    progress.done()
     seconds = time.perf_counter() - start
     ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
-    # What the stages said (alseg's one line per step: cost, mIoU, ...), without DVC's own
-    # chatter; then the duration.
-    for line in out.splitlines():
-        if line.strip() and not line.startswith(DVC_CHATTER):
-            print(line.strip())
     if ran:
         print(f"{stage}: ran {', '.join(ran)} in {seconds:.1f} s")
     else:
@@ -155,11 +221,14 @@ def publish_artifacts(repo: str, k: int, request_url: str | None) -> str:
     ]
     if request_url:
         files.append(f"- exported for annotators: `{request_url}`")
+    selection = storage.read_json(str(Path(repo) / LAYOUT.selection(k)))
     create_markdown_artifact(
         key=f"al-round-{k}",
         markdown=f"# Active-learning round {k}\n\n"
         + "\n".join(table)
         + "\n\n## Label request\n\n"
+        + describe_selection(selection, LAYOUT.selection(k))
+        + "\n\n"
         + "\n".join(files)
         + "\n",
         description=f"alseg round {k}: metrics and label request",
@@ -171,6 +240,13 @@ def publish_artifacts(repo: str, k: int, request_url: str | None) -> str:
         key=CURVE_ARTIFACT,
         table=curve,
         description=f"alseg learning curve after round {k} (mIoU vs % of the full cost)",
+    )
+    # The plot itself, where the UI shows images: a data URL needs no file server.
+    png = (Path(repo) / LAYOUT.plot(k)).read_bytes()
+    create_image_artifact(
+        image_url="data:image/png;base64," + base64.b64encode(png).decode(),
+        key=CURVE_ARTIFACT + "-plot",
+        description=f"alseg learning curve after round {k}",
     )
     return str(publish)
 

@@ -35,7 +35,8 @@ al: {{unit: superpixel, strategy: mc_variance, rounds: 2, initial_images: 3,
      budget_per_round: 30, mc_passes: 2, train_steps: 6, finetune: {finetune}, seed: 0,
      heat_stride: 4, out: data/runs/al, annotator: oracle, label_format: train_ids,
      export_formats: [label-studio, cvat], image_url_prefix: null,
-     score_resolution: feature, score_batch_pixels: 2097152}}
+     score_resolution: feature, score_batch_pixels: 2097152, plateau_chunks: 0,
+     plateau_tol: 0.005, seed_unit: image, seed_budget: 0}}
 rounds:
   r1: {{prev: r0}}
   r2: {{prev: r1}}
@@ -119,3 +120,29 @@ def _check_code_dependencies(repo: Path) -> None:
     out = _run([str(BIN / "dvc"), "repro"], repo)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"seed_select", "select@r1", "select@r2"}, out
+
+
+def test_dvc_metrics_and_plots_after_the_seed_round_alone(synthetic_root, tmp_path):
+    """Two listed rounds not run yet: no warning; a small headline; offline plots."""
+    repo = make_pipeline_repo(tmp_path, synthetic_root, finetune=True)
+    _run([str(BIN / "dvc"), "repro", "seed_publish"], repo)
+    assert not (repo / DVC_BASE / "r1").exists()
+    dvc = [str(BIN / "dvc")]
+    shown = subprocess.run([*dvc, "metrics", "show"], cwd=repo, env=_env(),
+                           capture_output=True, text=True)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "WARNING" not in shown.stdout + shown.stderr and "failed" not in shown.stderr
+    header, row = shown.stdout.strip().splitlines()[:2]
+    assert header.split() == ["Path", "full_cost", "labelled_cost", "mIoU", "n_images",
+                              "n_regions", "pct_full_cost", "round"]  # fmt: skip
+    headline = json.loads((repo / DVC_BASE / "metrics.json").read_text())
+    assert headline["round"] == 0 and f"{headline['mIoU']:g}" in row.split()
+    per_class = json.loads((repo / DVC_BASE / "per_class_iou.json").read_text())
+    assert len(per_class) == 20 and "traffic sign" in per_class  # round + 19 classes
+    plots = subprocess.run([*dvc, "plots", "show"], cwd=repo, env=_env(),
+                           capture_output=True, text=True)  # fmt: skip
+    assert plots.returncode == 0, plots.stderr
+    assert "WARNING" not in plots.stdout + plots.stderr
+    html = (repo / "dvc_plots" / "index.html").read_text()
+    assert "<img" in html and "learning_curve.png" in html
+    assert "http://" not in html and "https://" not in html  # renders offline

@@ -39,7 +39,8 @@ al: {{unit: superpixel, strategy: mc_variance, rounds: 1, initial_images: 2,
      budget_per_round: 20, mc_passes: 2, train_steps: 2, finetune: true, seed: 0,
      heat_stride: 4, out: data/runs/al, annotator: {annotator}, label_format: train_ids,
      export: {export}, export_formats: [label-studio, cvat], image_url_prefix: null,
-     score_resolution: feature, score_batch_pixels: 2097152}}
+     score_resolution: feature, score_batch_pixels: 2097152, plateau_chunks: 0,
+     plateau_tol: 0.005, seed_unit: image, seed_budget: 0}}
 rounds:
   r1: {{prev: r0}}
 """
@@ -62,6 +63,7 @@ def _env(api_url: str) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
+        ALSEG_PROGRESS_EVERY="0",  # a progress line per item: the tiny stages show some
     )
     return env
 
@@ -237,6 +239,13 @@ def test_two_rounds_through_the_deployment(served, tmp_path):
     assert {"al-round-1", "al-round-2"} <= {a.key for a in arts}
     md = next(a for a in arts if a.key == "al-round-2").data
     assert "| round | labelled_cost" in md and "request.csv" in md
+    assert re.search(r"round 2: selected \d+ images / \d+ regions .* estimated cost", md)
+    # The curve as an image the UI shows, and the scoring progress, one key per round.
+    plot = next(a for a in arts if a.key == "al-learning-curve-plot")
+    assert plot.type == "image" and plot.data.startswith("data:image/png;base64,iVBOR")
+    scoring = {a.key: a for a in arts if a.key.startswith("al-scoring-")}
+    assert set(scoring) == {"al-scoring-score-r1", "al-scoring-score-r2"}, set(scoring)
+    assert all(a.type == "progress" and float(a.data) == 100.0 for a in scoring.values())
     # The learning curve: one key, a version per round, each the curve so far.
     curves = sorted((a for a in arts if a.key == "al-learning-curve"), key=lambda a: a.created)
     assert len(curves) == 2, [a.key for a in arts]
@@ -250,6 +259,9 @@ def test_two_rounds_through_the_deployment(served, tmp_path):
     assert any(m.startswith("round 1: trained drn_d_22 from round 0") for m in messages)
     assert any(re.fullmatch(r"round 2: mIoU \d\.\d{4} on 3 val images", m) for m in messages)
     assert any(m.startswith("round 2: merged, charged ") for m in messages)
+    # Progress lines reach the log while a stage runs (every item here: ALSEG_PROGRESS_EVERY=0).
+    assert any(re.match(r"score: \d+/\d+ img \[\d+s", m) for m in messages)
+    assert any(re.match(r"train: \d+/\d+ epoch \[\d+s", m) for m in messages)
 
     _assert_no_credentials(repo, server, bucket, [a.data for a in arts])
 

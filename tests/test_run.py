@@ -99,3 +99,46 @@ def test_run_image_unit_with_learning_loss(synthetic_root, tmp_path, capsys):
         max(1, round(i["est_cost"] * calibration["factor"])) for i in selection["items"]
     )
     assert raw > 0
+
+
+def test_run_with_a_random_baseline_plots_both_and_says_what_the_strategy_bought(
+    synthetic_root, tmp_path, capsys
+):
+    out = tmp_path / "run_b"
+    args = [
+        "--no-progress", "run", "--root", str(synthetic_root), "--store", str(tmp_path / "sp"),
+        "--out", str(out), "--rounds", "1", "--initial-images", "3", "--budget", "40",
+        "--train-steps", "2", "--mc-passes", "2", "--baseline", "random",
+    ]  # fmt: skip
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    base = out / "baseline-random"
+    # The same seed set: round 0 is the same labelled set in both runs.
+    assert (out / "r0/labelled/state.json").read_bytes() == (
+        base / "r0/labelled/state.json"
+    ).read_bytes()
+    ours = list(csv.DictReader(open(out / "metrics.csv")))
+    theirs = list(csv.DictReader(open(base / "metrics.csv")))
+    assert len(ours) == len(theirs) == 2
+    assert "[random] round 1/1: labelled cost" in log
+    line = next(s for s in log.splitlines() if s.startswith("mc_variance minus random"))
+    from alseg_core.pipeline.run import equal_cost_gaps
+
+    expected = equal_cost_gaps(ours, theirs)
+    for k, x, d in expected:
+        if k > 0:
+            assert f"r{k} @{x:.1f}%: {d:+.4f}" in line
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_equal_cost_gaps_interpolate_the_baseline():
+    from alseg_core.pipeline.run import equal_cost_gaps
+
+    base = [{"round": 0, "pct_full_cost": 5.0, "mIoU": 0.2},
+            {"round": 1, "pct_full_cost": 15.0, "mIoU": 0.4}]  # fmt: skip
+    ours = [{"round": 0, "pct_full_cost": 5.0, "mIoU": 0.2},
+            {"round": 1, "pct_full_cost": 10.0, "mIoU": 0.35},
+            {"round": 2, "pct_full_cost": 20.0, "mIoU": 0.5}]  # fmt: skip
+    gaps = equal_cost_gaps(ours, base)
+    assert [(k, x) for k, x, _ in gaps] == [(0, 5.0), (1, 10.0)]  # 20 % is past the baseline
+    assert gaps[1][2] == pytest.approx(0.35 - 0.3)

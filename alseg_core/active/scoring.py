@@ -105,11 +105,11 @@ def score_pool(
 ) -> pa.Table:
     """One row per sample with image- and region-level scores of every strategy."""
     import torch
-    from tqdm import tqdm
 
     from alseg_core.active.scorers import mc_statistics, upsample_logits, upsample_scores
     from alseg_core.datasets.transforms import to_tensor
     from alseg_core.inference import background, image_batches, resolve_device
+    from alseg_core.progress import progress_bar
 
     strategies = pixel_strategies()
     if params.heat_strategy not in {s.name for s in strategies}:
@@ -117,7 +117,7 @@ def score_pool(
     dev = resolve_device(params.device)
     model.to(dev).eval()
     rows = []
-    bar = tqdm(total=len(samples), desc="score", unit="img", disable=not progress)
+    bar = progress_bar(len(samples), "score", enabled=progress)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     step = 0
     for batch, images in background(image_batches(samples, params.batch_size)):

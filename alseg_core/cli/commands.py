@@ -309,7 +309,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from alseg_core.pipeline.run import run_rounds
+    from alseg_core.pipeline.run import run_rounds, run_with_baseline
 
     cfg = config(args)
-    run_rounds(cfg, log=lambda m: print(m, flush=True), progress=not args.no_progress)
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    if args.baseline:
+        run_with_baseline(cfg, args.baseline, log=log, progress=not args.no_progress)
+    else:
+        run_rounds(cfg, log=log, progress=not args.no_progress)

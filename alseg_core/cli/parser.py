@@ -219,6 +219,11 @@ def _run(p: argparse.ArgumentParser) -> None:
         _opt(p, flag, f"al.{key}", type=int)
     _opt(p, "--out", "al.out", help="run folder (rounds, metrics.csv, learning_curve.png)")
     _opt(p, "--model", "model.name", choices=_models())
+    p.add_argument(
+        "--baseline", metavar="STRATEGY", choices=_strategies(), default=None,
+        help="then run the same rounds with this strategy (e.g. random) into "
+        "<out>/baseline-<strategy> and plot both curves (choices: %(choices)s)",
+    )  # fmt: skip
 
 
 COMMANDS: list[tuple[str, Command, Callable[[argparse.ArgumentParser], None], str]] = [

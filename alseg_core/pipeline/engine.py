@@ -281,5 +281,6 @@ class RoundEngine:
             previous=None if prev is None else L.publish(prev), out=L.publish(k),
             pool=self.pool, label=f"{cfg.al.unit} / {cfg.al.strategy}",
             title=f"alseg: {cfg.model.name}, rounds 0..{k}",
+            latest=(L.headline, L.per_class, L.latest_plot),
         )  # fmt: skip
         return f"round {k}: learning curve with {len(rows)} points -> {L.publish(k)}"

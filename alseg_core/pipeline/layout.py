@@ -98,6 +98,23 @@ class RoundLayout:
     def plot(self, k: RoundKey) -> str:
         return storage.join(self.publish(k), "learning_curve.png")
 
+    # The latest published round, for people and DVC's top-level metrics and plots (files
+    # that exist once the seed round is published, whatever rounds are still to run).
+    @property
+    def headline(self) -> str:
+        """mIoU, labelled cost and % of full of the last published round (small)."""
+        return storage.join(self.base, "metrics.json")
+
+    @property
+    def per_class(self) -> str:
+        """Per-class IoU of the last published round."""
+        return storage.join(self.base, "per_class_iou.json")
+
+    @property
+    def latest_plot(self) -> str:
+        """The learning curve up to the last published round."""
+        return storage.join(self.base, "learning_curve.png")
+
     def inbox(self, k: RoundKey) -> str:
         """Where people's masks for round ``k`` are put (the flow copies them here)."""
         return storage.join(self.inbox_base, round_name(k))

@@ -60,11 +60,14 @@ def publish_step(
     pool: Pool,
     label: str,
     title: str = "alseg learning curve",
+    latest: tuple[str, str, str] | None = None,
 ) -> list[dict]:
     """``out``/curve.csv = the previous round's curve + this round; metrics.json; the plot.
 
     previous : the previous round's publish folder (None for the seed round, whose
     publish computes the pool's full annotation cost once for every later round).
+    latest : (headline JSON, per-class JSON, plot PNG) to write as the last published
+    round too: a small headline (mIoU, cost, % of full) apart from the 19 class IoUs.
     """
     rows, full = read_curve(previous) if previous else ([], None)
     rows = [r for r in rows if int(r["round"]) != round_]
@@ -73,9 +76,13 @@ def publish_step(
     rows.append(row)
     storage.write_bytes(storage.join(out, "curve.csv"), csv_text(rows, CURVE_FIELDS).encode())
     storage.write_json(storage.join(out, "metrics.json"), {**row, "full_cost": full})
-    learning_curve(
-        {label: [(float(r["pct_full_cost"]), float(r["mIoU"])) for r in rows]},
-        storage.join(out, "learning_curve.png"),
-        title=title,
-    )
+    curve = {label: [(float(r["pct_full_cost"]), float(r["mIoU"])) for r in rows]}
+    learning_curve(curve, storage.join(out, "learning_curve.png"), title=title)
+    if latest is not None:
+        headline, per_class, plot = latest
+        storage.write_json(headline, {**row, "full_cost": full})
+        storage.write_json(
+            per_class, {"round": round_, **storage.read_json(metrics)["per_class_IoU"]}
+        )
+        learning_curve(curve, plot, title=title)
     return rows
