@@ -70,6 +70,30 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ComputeConfig:
+    """Where the per-image steps (superpixels, score, predict) run: ``executor`` is
+    ``local``, ``local:N``, ``dask://host:port`` or ``dask-local:N``
+    (:mod:`alseg_core.executors`; the ``ALSEG_EXECUTOR`` environment variable wins);
+    work goes out in shards of ``shard_size`` images. Neither changes results.
+    ``threads``: CPU threads of torch in each scoring / predicting shard, wherever it
+    runs (0 = this process's torch default); float sums depend on it, so executors
+    give the same bytes at equal ``threads``."""
+
+    executor: str = "local"
+    shard_size: int = 64
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        from alseg_core.executors import parse_executor
+
+        parse_executor(self.executor)
+        if self.shard_size < 1:
+            raise ValueError(f"compute.shard_size must be >= 1, got {self.shard_size}")
+        if self.threads < 0:
+            raise ValueError(f"compute.threads must be >= 0, got {self.threads}")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     batch_size: int = 8
 
@@ -211,6 +235,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     al: ALConfig = field(default_factory=ALConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     rounds: tuple[RoundSpec, ...] = ()  # the pipeline's rounds after the seed round (dvc.yaml)
 
     def previous_round(self, k: int) -> int | None:

@@ -1,27 +1,35 @@
 """Superpixels (watershed, or SLIC) per pool image, stored once in Parquet.
 
 The store is a directory (local or ``s3://``) of Parquet part files, one row per
-image: image id, height, width, the region map (raw little-endian bytes of the
-smallest unsigned dtype that holds it; the file is zstd-compressed), and per-region
-area and bounding box. Every part carries the store format and the superpixel
-parameters in its schema metadata; a store written with other parameters or by
-another format version is refused. ``update`` computes only images not yet in the
-store, in parallel, and adds them as a new part written atomically.
+image: image id, the image's content key (:func:`storage.content_key`: SHA-256 of a
+local file, the ETag on S3), height, width, the region map (raw little-endian bytes of
+the smallest unsigned dtype that holds it; the file is zstd-compressed), and
+per-region area and bounding box. Every part carries the store format and the
+superpixel parameters in its schema metadata; a store written with other parameters
+or by another format version is refused.
+
+``update`` computes what the store lacks: images not in it, and images whose content
+changed since (regenerated in place): their old rows are dropped and recomputed, the
+others are not touched. Work goes out in shards cut from the sorted image list
+(:mod:`alseg_core.executors`: a local process pool or a Dask cluster); each shard writes
+its own part file atomically, named by its images and their content, so the store's
+bytes do not depend on the executor, and a re-run after a lost worker computes only the
+shards not written. Parts written before content keys (no ``content`` column) count as
+of unknown content and are recomputed once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from alseg_core import storage
+from alseg_core.executors import DEFAULT_SHARD_SIZE, Executor, map_shards, resolve_executor, shards
 
 STORE_FORMAT = "alseg-superpixels/1"
 METHODS = ("watershed", "slic")
@@ -126,6 +134,7 @@ def _row_for(args: tuple[str, str, SuperpixelParams]) -> dict:
     stats = region_stats(regions)
     return {
         "image_id": image_id,
+        "content": None,
         "height": regions.shape[0],
         "width": regions.shape[1],
         "n_regions": int(regions.max()) + 1,
@@ -138,6 +147,7 @@ def _row_for(args: tuple[str, str, SuperpixelParams]) -> dict:
 _SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),
+        ("content", pa.string()),
         ("height", pa.int32()),
         ("width", pa.int32()),
         ("n_regions", pa.int32()),
@@ -152,6 +162,20 @@ _SCHEMA = pa.schema(
 )
 
 
+def _store_shard(job: tuple[str, SuperpixelParams, list[tuple[str, str, str]]]) -> int:
+    """Compute one shard's regions and write them as one part (run on any worker)."""
+    url, params, todo = job
+    rows = [_row_for((image_id, image_url, params)) | {"content": key}
+            for image_id, image_url, key in todo]  # fmt: skip
+    store = SuperpixelStore(url, params)
+    table = pa.Table.from_pylist(rows, schema=_SCHEMA).replace_schema_metadata(store._metadata())
+    names = "\n".join(f"{r['image_id']}\t{r['content']}" for r in rows)
+    digest = hashlib.sha1(names.encode()).hexdigest()[:16]
+    storage.makedirs(url)
+    storage.write_parquet(storage.join(url, f"part-{digest}.parquet"), table)
+    return len(rows)
+
+
 class SuperpixelStore:
     """A Parquet superpixel store at ``url`` for one set of :class:`SuperpixelParams`."""
 
@@ -159,6 +183,7 @@ class SuperpixelStore:
         self.url = storage.normalize(url)
         self.params = params or SuperpixelParams()
         self._index: dict[str, str] | None = None
+        self._contents: dict[str, str | None] = {}
         self._cache: dict[str, tuple[pa.Table, dict[str, int]]] = {}
 
     def fingerprint(self) -> str:
@@ -197,17 +222,34 @@ class SuperpixelStore:
                     f"but {value!r} was asked; use another store path or delete this one"
                 )
 
+    def _scan(self) -> None:
+        index: dict[str, str] = {}
+        contents: dict[str, str | None] = {}
+        for part in self.parts():
+            table = storage.read_parquet_present(part, ["image_id", "content"])
+            self._check_part(part, table)
+            ids = table.column("image_id").to_pylist()
+            keys = (
+                table.column("content").to_pylist()
+                if "content" in table.column_names
+                else [None] * len(ids)
+            )
+            for image_id, key in zip(ids, keys, strict=True):
+                index[image_id], contents[image_id] = part, key
+        self._index, self._contents = index, contents
+
     def index(self) -> dict[str, str]:
         """image id -> URL of the part file holding it."""
         if self._index is None:
-            index: dict[str, str] = {}
-            for part in self.parts():
-                table = storage.read_parquet(part, columns=["image_id"])
-                self._check_part(part, table)
-                for image_id in table.column("image_id").to_pylist():
-                    index[image_id] = part
-            self._index = index
+            self._scan()
+        assert self._index is not None
         return self._index
+
+    def contents(self) -> dict[str, str | None]:
+        """image id -> the content key its regions were computed from (None: unknown)."""
+        if self._index is None:
+            self._scan()
+        return dict(self._contents)
 
     def image_ids(self) -> set[str]:
         return set(self.index())
@@ -217,48 +259,54 @@ class SuperpixelStore:
         images: Iterable[tuple[str, str]],
         *,
         workers: int = 0,
-        chunk_size: int = 512,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        executor: Executor | str = "local",
         progress: bool = False,
     ) -> int:
-        """Compute and store regions for the (image_id, image_url) pairs not yet stored.
+        """Compute and store the regions of the (image_id, image_url) pairs the store lacks
+        or holds for other content; returns the number of images computed.
 
-        workers : processes to use; 0 = all cores. Returns the number of new images.
+        workers : local processes (0 = every core) when the executor names none.
+        executor : where shards run (:mod:`alseg_core.executors`; ``ALSEG_EXECUTOR`` wins).
         """
         from alseg_core.progress import progress_bar
 
-        known = self.image_ids()
-        todo = sorted({(i, u) for i, u in images if i not in known})
-        if not todo:
-            return 0
-        workers = workers or os.cpu_count() or 1
-        bar = progress_bar(len(todo), "superpixels", enabled=progress)
-        jobs = [(image_id, url, self.params) for image_id, url in todo]
-        pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(todo) > 1 else None
-        try:
-            for start in range(0, len(jobs), chunk_size):
-                chunk = jobs[start : start + chunk_size]
-                if pool is not None:
-                    rows = list(
-                        pool.map(_row_for, chunk, chunksize=max(1, len(chunk) // (4 * workers)))
-                    )
-                else:
-                    rows = [_row_for(job) for job in chunk]
-                self._write_part(rows)
-                bar.update(len(rows))
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-            bar.close()
+        run_on = executor if isinstance(executor, Executor) else resolve_executor(executor)
+        pairs = sorted(set(images))
+        keys = storage.content_keys([url for _, url in pairs])
+        stored = self.contents()
+        stale = sorted(i for (i, _), k in zip(pairs, keys, strict=True)
+                       if i in stored and stored[i] != k)  # fmt: skip
+        if stale:
+            self._drop(stale)
+        jobs = []
+        for shard in shards(list(zip(pairs, keys, strict=True)), shard_size):
+            todo = [(i, u, k) for (i, u), k in shard if stored.get(i) != k]
+            if todo:
+                jobs.append((self.url, self.params, todo))
+        n = sum(len(job[2]) for job in jobs)
+        bar = progress_bar(n, "superpixels", enabled=progress and n > 0)
+        map_shards(_store_shard, jobs, run_on, workers=workers,
+                   on_done=lambda i: bar.update(len(jobs[i][2])))  # fmt: skip
+        bar.close()
         self._index = None
-        return len(todo)
+        self._cache = {}
+        return n
 
-    def _write_part(self, rows: Sequence[dict]) -> None:
-        table = pa.Table.from_pylist(list(rows), schema=_SCHEMA).replace_schema_metadata(
-            self._metadata()
-        )
-        digest = hashlib.sha1("\n".join(r["image_id"] for r in rows).encode()).hexdigest()[:16]
-        storage.makedirs(self.url)
-        storage.write_parquet(storage.join(self.url, f"part-{digest}.parquet"), table)
+    def _drop(self, image_ids: Sequence[str]) -> None:
+        """Rewrite the parts holding ``image_ids`` without their rows (atomically)."""
+        drop = set(image_ids)
+        index = self.index()
+        for part in sorted({index[i] for i in drop if i in index}):
+            table = storage.read_parquet(part)
+            keep = [i for i, image_id in enumerate(table.column("image_id").to_pylist())
+                    if image_id not in drop]  # fmt: skip
+            if keep:
+                storage.write_parquet(part, table.take(keep))
+            else:
+                storage.remove(part)
+        self._index = None
+        self._cache = {}
 
     def _table(self, part: str) -> tuple[pa.Table, dict[str, int]]:
         if part not in self._cache:

@@ -89,7 +89,8 @@ def test_synthetic_and_superpixels_on_s3(s3_bucket, capsys):
     assert main([*args, "superpixels", "--root", root, "--store", store, "--workers", "1"]) == 0
     assert main([*args, "superpixels", "--root", root, "--store", store, "--workers", "1"]) == 0
     out = capsys.readouterr().out
-    assert "3 new images computed" in out and "0 new images computed, 3 already stored" in out
+    assert "3 images computed (new or changed)" in out
+    assert "0 images computed (new or changed), 3 already stored" in out
 
 
 def test_bad_inputs_exit_2_with_named_cause(tmp_path, synthetic_root, capsys):

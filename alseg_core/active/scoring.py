@@ -102,8 +102,15 @@ def score_pool(
     labelled_masks: Callable[[str], np.ndarray | None],
     params: ScoreParams,
     progress: bool = False,
+    offset: int = 0,
 ) -> pa.Table:
-    """One row per sample with image- and region-level scores of every strategy."""
+    """One row per sample with image- and region-level scores of every strategy.
+
+    offset : the position of ``samples[0]`` in the whole pool being scored. The dropout
+    masks of a trunk pass are drawn from a generator seeded with ``al.seed`` and the
+    pool position of the pass's first image, so a pool scored in shards (whose sizes are
+    multiples of the batch size) gives the same bytes as one scored whole.
+    """
     import torch
 
     from alseg_core.active.scorers import mc_statistics, upsample_logits, upsample_scores
@@ -119,7 +126,7 @@ def score_pool(
     rows = []
     bar = progress_bar(len(samples), "score", enabled=progress)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
-    step = 0
+    position = offset
     for batch, images in background(image_batches(samples, params.batch_size)):
         per_pass = max(
             1, params.max_batch_pixels // max(1, images[0].shape[0] * images[0].shape[1])
@@ -128,8 +135,8 @@ def score_pool(
             sub, imgs = batch[start : start + per_pass], images[start : start + per_pass]
             x = torch.stack([to_tensor(img) for img in imgs]).to(dev)
             size = tuple(x.shape[-2:])
-            generator = torch.Generator(device=dev).manual_seed(params.seed * 1_000_003 + step)
-            step += 1
+            generator = torch.Generator(device=dev).manual_seed(params.seed * 1_000_003 + position)
+            position += len(sub)
             with autocast:
                 stats = mc_statistics(
                     model, x, passes=params.mc_passes, generator=generator,

@@ -91,10 +91,11 @@ def cmd_superpixels(args: argparse.Namespace) -> None:
     samples = cityscapes.list_samples(cfg.data.root, split, require_labels=False)
     store = _store(cfg)
     added, total = superpixels_step(
-        samples, store, workers=cfg.superpixels.workers, progress=not args.no_progress
-    )
+        samples, store, workers=cfg.superpixels.workers, progress=not args.no_progress,
+        executor=cfg.compute.executor, shard_size=cfg.compute.shard_size,
+    )  # fmt: skip
     print(
-        f"superpixels: {added} new images computed, {total - added} already stored "
+        f"superpixels: {added} images computed (new or changed), {total - added} already stored "
         f"({cfg.superpixels.method}, {cfg.superpixels.n_regions} regions) in "
         f"{time.perf_counter() - start:.1f}s -> {cfg.superpixels.store}"
     )
@@ -145,6 +146,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         args.checkpoint, samples, args.out, model_name=cfg.model.name,
         num_classes=cfg.model.num_classes, batch_size=cfg.eval.batch_size,
         device=cfg.train.device, progress=not args.no_progress,
+        executor=cfg.compute.executor, shard_size=cfg.compute.shard_size,
+        threads=cfg.compute.threads,
     )  # fmt: skip
     print(f"wrote {n} label-id predictions to {args.out}")
 
@@ -177,7 +180,8 @@ def cmd_score(args: argparse.Namespace) -> None:
         seed=cfg.al.seed, batch_size=cfg.eval.batch_size, device=cfg.train.device,
         model_name=cfg.model.name, num_classes=cfg.model.num_classes,
         progress=not args.no_progress, resolution=cfg.al.score_resolution,
-        max_batch_pixels=cfg.al.score_batch_pixels,
+        max_batch_pixels=cfg.al.score_batch_pixels, executor=cfg.compute.executor,
+        shard_size=cfg.compute.shard_size, threads=cfg.compute.threads,
     )  # fmt: skip
     print(f"scored {n} pool images (D={cfg.al.mc_passes}) -> {args.out}")
 

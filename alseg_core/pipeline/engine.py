@@ -135,11 +135,13 @@ class RoundEngine:
         added, total = superpixels_step(
             list(pool.samples.values()), self.store,
             workers=self.cfg.superpixels.workers, progress=self.progress,
+            executor=self.cfg.compute.executor, shard_size=self.cfg.compute.shard_size,
         )  # fmt: skip
         write_pool_manifest(pool, self.store, self.layout.pool)
         self.__dict__.pop("pool", None)
         return (
-            f"superpixels: {added} images computed, {total - added} already stored "
+            f"superpixels: {added} images computed (new or changed), {total - added} already "
+            "stored "
             f"({self.store.params.method}, {self.store.params.n_regions} regions) -> "
             f"{self.store.url}; pool manifest {self.layout.pool}"
         )
@@ -164,7 +166,8 @@ class RoundEngine:
             batch_size=cfg.eval.batch_size, device=cfg.train.device,
             model_name=cfg.model.name, num_classes=cfg.model.num_classes,
             progress=self.progress, resolution=cfg.al.score_resolution,
-            max_batch_pixels=cfg.al.score_batch_pixels,
+            max_batch_pixels=cfg.al.score_batch_pixels, executor=cfg.compute.executor,
+            shard_size=cfg.compute.shard_size, threads=cfg.compute.threads,
         )  # fmt: skip
         return f"round {k}: scored {n} pool images (D={cfg.al.mc_passes}) -> {L.scores(k)}"
 

@@ -28,7 +28,8 @@ def run_layout(cfg: Config) -> RoundLayout:
 
 # Settings that may change between the runs of one run folder: more rounds extend it,
 # the device and the worker count do not change results.
-_FREE = {"al.rounds", "train.device", "superpixels.workers", "rounds"}
+_FREE = {"al.rounds", "train.device", "superpixels.workers", "rounds", "compute.executor",
+         "compute.shard_size", "compute.threads"}  # fmt: skip
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

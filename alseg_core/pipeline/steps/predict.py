@@ -3,9 +3,45 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from alseg_core import storage
 from alseg_core.datasets.cityscapes import Sample
+
+
+@dataclass(frozen=True)
+class PredictShard:
+    """One shard of images to predict; its worker writes the PNGs itself."""
+
+    checkpoint: str
+    samples: tuple[Sample, ...]
+    out_dir: str
+    model_name: str | None
+    num_classes: int | None
+    batch_size: int
+    device: str
+    threads: int = 0
+
+
+def predict_shard(shard: PredictShard) -> int:
+    """Predict one shard and write its PNGs (run on any worker); returns the count."""
+    from alseg_core.datasets.labels import train_ids_to_label_ids
+    from alseg_core.evaluation import prediction_url
+    from alseg_core.executors import torch_threads
+    from alseg_core.inference import predict
+    from alseg_core.pipeline.steps.score import load_model_cached
+
+    model = load_model_cached(shard.checkpoint, shard.model_name, shard.num_classes)
+    n = 0
+    with torch_threads(shard.threads):
+        for sample, pred in predict(
+            model, list(shard.samples), batch_size=shard.batch_size, device=shard.device
+        ):
+            storage.write_png(
+                prediction_url(shard.out_dir, sample.image_id), train_ids_to_label_ids(pred)
+            )
+            n += 1
+    return n
 
 
 def predict_step(
@@ -18,18 +54,30 @@ def predict_step(
     batch_size: int = 8,
     device: str = "auto",
     progress: bool = False,
+    executor: str = "local",
+    shard_size: int = 64,
+    threads: int = 0,
 ) -> int:
-    """Write ``<out_dir>/<image_id>.png`` label ids for every sample; returns the count."""
-    from alseg_core.datasets.labels import train_ids_to_label_ids
-    from alseg_core.evaluation import prediction_url
-    from alseg_core.inference import predict
-    from alseg_core.training import load_model
+    """Write ``<out_dir>/<image_id>.png`` label ids for every sample; returns the count.
 
-    model = load_model(checkpoint, model_name=model_name, num_classes=num_classes)
-    n = 0
-    for sample, pred in predict(
-        model, samples, batch_size=batch_size, device=device, progress=progress
-    ):
-        storage.write_png(prediction_url(out_dir, sample.image_id), train_ids_to_label_ids(pred))
-        n += 1
-    return n
+    executor, shard_size, threads : where the shards run and with how many torch CPU
+    threads (``compute``; ``ALSEG_EXECUTOR`` wins; 0 threads = this process's).
+    """
+    import torch
+
+    from alseg_core.executors import map_shards, resolve_executor, shards
+    from alseg_core.progress import progress_bar
+
+    threads = threads or torch.get_num_threads()
+    jobs = [
+        PredictShard(checkpoint, tuple(part), out_dir, model_name, num_classes, batch_size,
+                     device, threads)
+        for part in shards(list(samples), shard_size)
+    ]  # fmt: skip
+    bar = progress_bar(len(samples), "predict", enabled=progress)
+    counts = map_shards(
+        predict_shard, jobs, resolve_executor(executor), workers=1,
+        on_done=lambda i: bar.update(len(jobs[i].samples)),
+    )  # fmt: skip
+    bar.close()
+    return sum(counts)

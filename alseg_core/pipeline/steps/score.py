@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from alseg_core import storage
 from alseg_core.active.balance import class_counts, class_weights
@@ -15,11 +18,63 @@ from alseg_core.active.scoring import (
     score_pool,
 )
 from alseg_core.active.strategies import get_strategy
+from alseg_core.datasets.cityscapes import Sample
 from alseg_core.labels import load_state, read_mask
 from alseg_core.pipeline.pool import Pool
-from alseg_core.superpixels import SuperpixelStore
+from alseg_core.superpixels import SuperpixelParams, SuperpixelStore
 
 DEFAULT_HEAT = "mc_variance"
+
+
+@dataclass(frozen=True)
+class ScoreShard:
+    """One shard of the pool to score, self-contained: it travels to a worker."""
+
+    checkpoint: str
+    model_name: str | None
+    num_classes: int | None
+    samples: tuple[Sample, ...]
+    offset: int  # position of samples[0] in the pool's scoring order
+    store_url: str
+    store_params: SuperpixelParams
+    labelled: str | None
+    masked: frozenset[str]  # images with a labelled mask in ``labelled``
+    params: ScoreParams
+    threads: int = 0  # torch CPU threads (the driver's: the same sums on every worker)
+
+
+_MODELS: dict[tuple, Any] = {}
+
+
+def load_model_cached(checkpoint: str, model_name: str | None, num_classes: int | None) -> Any:
+    """The checkpoint's model, loaded once per process per checkpoint content (a worker
+    scores many shards of one round with one model)."""
+    from alseg_core.training import load_model
+
+    key = (storage.content_key(checkpoint), model_name, num_classes)
+    if key not in _MODELS:
+        _MODELS.clear()
+        _MODELS[key] = load_model(checkpoint, model_name=model_name, num_classes=num_classes)
+    return _MODELS[key]
+
+
+def score_shard(shard: ScoreShard) -> pa.Table:
+    """Score one shard (run on any worker): reads everything it needs from storage."""
+    store = SuperpixelStore(shard.store_url, shard.store_params)
+
+    def labelled_mask(image_id: str) -> np.ndarray | None:
+        if shard.labelled and image_id in shard.masked:
+            return read_mask(shard.labelled, image_id)
+        return None
+
+    from alseg_core.executors import torch_threads
+
+    with torch_threads(shard.threads):
+        return score_pool(
+            load_model_cached(shard.checkpoint, shard.model_name, shard.num_classes),
+            list(shard.samples), region_maps=store.read,
+            labelled_masks=labelled_mask, params=shard.params, offset=shard.offset,
+        )  # fmt: skip
 
 
 def score_step(
@@ -40,47 +95,62 @@ def score_step(
     progress: bool = False,
     resolution: str = "feature",
     max_batch_pixels: int = 2048 * 1024,
+    executor: str = "local",
+    shard_size: int = 64,
+    threads: int = 0,
 ) -> int:
     """Score the pool with ``checkpoint``; returns the number of images scored.
 
     The heatmap shows ``strategy``'s pixel scores (MC variance for strategies without).
     The Parquet metadata also records the instances the model predicts on fully
     labelled images, which calibrates the image-unit cost estimate.
+
+    executor, shard_size : where the shards of the pool are scored (``compute``;
+    ``ALSEG_EXECUTOR`` wins); threads: torch CPU threads per shard (0 = this process's).
+    Each shard loads the checkpoint and reads its images,
+    region maps and labelled masks from storage; the driver concatenates the shards'
+    rows in pool order, so the file is the same wherever they ran.
     """
+    from alseg_core.executors import map_shards, resolve_executor, shards
+    from alseg_core.progress import progress_bar
     from alseg_core.training import load_model
 
     state = load_state(labelled)
     samples = [pool.samples[i] for i in pool.ids if not state.is_fully_labelled(i)]
-
-    def labelled_mask(image_id: str) -> np.ndarray | None:
-        if labelled and image_id in state.images:
-            return read_mask(labelled, image_id)
-        return None
-
     chosen = get_strategy(strategy)
     heat = chosen.scores_column if chosen.has_pixel_scores else DEFAULT_HEAT
     counts = class_counts(
         [read_mask(labelled, i) for i in sorted(state.images)] if labelled else []
     )
+    params = ScoreParams(
+        mc_passes=mc_passes, batch_size=batch_size, heat_strategy=heat,
+        heat_stride=heat_stride, device=device, seed=seed,
+        class_weights=tuple(float(w) for w in class_weights(counts)),
+        resolution=resolution, max_batch_pixels=max_batch_pixels,
+    )  # fmt: skip
+    # Shards of whole batches: the same trunk passes whatever the shard size.
+    size = -(-shard_size // batch_size) * batch_size
+    masked = frozenset(state.images) if labelled else frozenset()
+    import torch
+
+    threads = threads or torch.get_num_threads()
+    jobs = [
+        ScoreShard(checkpoint, model_name, num_classes, tuple(part), n * size, store.url,
+                   store.params, labelled, masked, params, threads)
+        for n, part in enumerate(shards(samples, size))
+    ]  # fmt: skip
+    bar = progress_bar(len(samples), "score", enabled=progress)
+    tables = map_shards(
+        score_shard, jobs, resolve_executor(executor), workers=1,
+        on_done=lambda i: bar.update(len(jobs[i].samples)),
+    )  # fmt: skip
+    bar.close()
     model = load_model(checkpoint, model_name=model_name, num_classes=num_classes)
-    table = score_pool(
-        model,
-        samples,
-        region_maps=store.read,
-        labelled_masks=labelled_mask,
-        params=ScoreParams(
-            mc_passes=mc_passes,
-            batch_size=batch_size,
-            heat_strategy=heat,
-            heat_stride=heat_stride,
-            device=device,
-            seed=seed,
-            class_weights=tuple(float(w) for w in class_weights(counts)),
-            resolution=resolution,
-            max_batch_pixels=max_batch_pixels,
-        ),
-        progress=progress,
-    )
+    if tables:
+        table = pa.concat_tables(tables)
+    else:  # nothing left to score: an empty table with the scores file's metadata
+        table = score_pool(model, [], region_maps=store.read, labelled_masks=lambda _i: None,
+                           params=params)  # fmt: skip
     known = sorted(i for i, e in state.images.items() if e.full_image and e.instance_keys)
     predicted = predicted_instances(
         model,
