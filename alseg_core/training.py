@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -178,8 +179,22 @@ def load_model(
     return model
 
 
-def _loss(model: SegmentationModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over labelled pixels (+ the learning-loss ranking term when present)."""
+def _loss(
+    model: SegmentationModel, x: torch.Tensor, y: torch.Tensor, dist: Distributed | None = None
+) -> torch.Tensor:
+    """Cross-entropy over labelled pixels (+ the learning-loss ranking term when present).
+
+    Data parallel (``dist``): this rank's share of the global batch's mean, scaled so
+    that the gradients DDP averages over ranks are the global batch's mean gradient
+    (the labelled-pixel count is summed over ranks first).
+    """
+    if dist is not None:
+        pixel_sum = F.cross_entropy(dist.net(x), y, ignore_index=IGNORE_INDEX, reduction="sum")
+        labelled = (y != IGNORE_INDEX).sum().to(torch.float64)
+        torch.distributed.all_reduce(labelled)
+        if labelled.item() == 0:
+            return pixel_sum * float("nan")  # every rank skips this batch alike
+        return pixel_sum * (dist.world / labelled.item())
     if model.loss_module is None:
         return F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
     from alseg_core.models.learning_loss import margin_ranking_loss
@@ -194,6 +209,117 @@ def _loss(model: SegmentationModel, x: torch.Tensor, y: torch.Tensor) -> torch.T
 
 def _log(message: str) -> None:
     print(message, flush=True)
+
+
+class _SyncBatchNormCPU(torch.nn.BatchNorm2d):
+    """BatchNorm over the global batch on CPU ranks: the per-channel sums are summed over
+    ranks with a differentiable all-reduce (torch's SyncBatchNorm is GPU-only), so the
+    data-parallel forward and backward are those of one process on the whole batch."""
+
+    group: Any = None  # its own process group: DDP's gradient buckets use the default one
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        import warnings
+
+        from torch.distributed.nn.functional import all_reduce
+
+        group = self.group or torch.distributed.group.WORLD
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype)
+        with warnings.catch_warnings():  # deprecated for a functional-collectives twin
+            warnings.simplefilter("ignore", FutureWarning)
+            # Two passes, as one process computes them: the mean, then the variance.
+            sums = all_reduce(torch.cat([x.sum((0, 2, 3)), count]), group=group)
+            n = sums[-1]
+            mean = sums[:-1] / n
+            centred = x - mean[None, :, None, None]
+            var = all_reduce((centred * centred).sum((0, 2, 3)), group=group) / n
+        with torch.no_grad():
+            m = self.momentum if self.momentum is not None else 0.1
+            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            unbiased = var.detach() * (n.detach() / (n.detach() - 1).clamp_min(1.0))
+            self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
+            self.num_batches_tracked.add_(1)
+        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y
+
+
+def _sync_batchnorm_cpu(module: torch.nn.Module, group: Any = None) -> torch.nn.Module:
+    """Every BatchNorm2d of ``module`` as :class:`_SyncBatchNormCPU` (same state)."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            sync = _SyncBatchNormCPU(child.num_features, child.eps, child.momentum,
+                                     child.affine, child.track_running_stats)  # fmt: skip
+            sync.load_state_dict(child.state_dict())
+            sync.group = group
+            setattr(module, name, sync)
+        else:
+            _sync_batchnorm_cpu(child, group)
+    return module
+
+
+@dataclass
+class Distributed:
+    """Data-parallel training under ``torchrun`` (``WORLD_SIZE`` > 1): gloo on CPU, NCCL
+    on GPU. ``net`` is the DDP-wrapped model; rank 0 alone writes checkpoints."""
+
+    rank: int
+    world: int
+    net: Any = None
+    started_here: bool = False
+
+    @classmethod
+    def from_environment(cls) -> Distributed | None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return None
+        return cls(rank=int(os.environ.get("RANK", "0")), world=world)
+
+    def start(self, device: torch.device) -> torch.device:
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.started_here = True
+        if device.type == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            return torch.device("cuda", local)
+        return device
+
+    def wrap(self, model: SegmentationModel, device: torch.device) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if model.loss_module is not None:
+            raise ValueError("train: the learning-loss module is not supported data parallel")
+        # BatchNorm over the global batch: torch's SyncBatchNorm on GPU, ours on CPU (on
+        # a process group of its own: DDP's gradient buckets use the default one).
+        if device.type == "cuda":
+            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            module = _sync_batchnorm_cpu(model, torch.distributed.new_group(backend="gloo"))
+        self.net = DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    def batches(self, order: list[int], batch_size: int) -> list[list[int]]:
+        """This rank's share of each global batch of ``order`` (the single-process
+        batches); a last batch smaller than the number of ranks is dropped by all."""
+        out = []
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            if len(batch) < self.world:
+                continue
+            out.append([int(i) for i in np.array_split(np.array(batch), self.world)[self.rank]])
+        return out
+
+    def barrier(self) -> None:
+        torch.distributed.barrier()
+
+    def stop(self) -> None:
+        if self.started_here:
+            torch.distributed.destroy_process_group()
 
 
 def train(
@@ -230,6 +356,16 @@ def train(
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    dist = Distributed.from_environment()
+    if dist is not None:
+        if cfg.batch_size % dist.world:
+            raise ValueError(
+                f"train.batch_size={cfg.batch_size} (the global batch) must be a multiple of "
+                f"the {dist.world} data-parallel processes"
+            )
+        device = dist.start(device)
+        if dist.rank != 0:
+            progress, log = False, None
     model = build_model(
         model_name, num_classes=num_classes, dropout=dropout, learning_loss=learning_loss
     )
@@ -256,28 +392,35 @@ def train(
             optimizer.load_state_dict(state["optimizer_state"])
         first_epoch = int(state["epoch"])
     dataset = SegmentationTrainSet(items, cfg)
+    if dist is not None:
+        dist.wrap(model, device)
     loss_value = float("nan")
     last_epoch = cfg.epochs
     if max_epochs_this_run is not None:
         last_epoch = min(cfg.epochs, first_epoch + max_epochs_this_run)
     epochs = progress_bar(last_epoch - first_epoch, "train", unit="epoch", enabled=progress)
     for epoch in range(first_epoch, last_epoch):
-        loss_value = _run_epoch(model, optimizer, dataset, epoch, cfg, device, progress)
+        loss_value = _run_epoch(model, optimizer, dataset, epoch, cfg, device, progress, dist)
         epochs.update(1)
         epochs.set_postfix(loss=f"{loss_value:.4f}")
         if log is not None:
             log(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.4f}")
         done = epoch + 1 == cfg.epochs
-        storage.save_checkpoint(
-            checkpoint_url if done else partial_url,
-            checkpoint_state(
-                model, dropout=dropout, epoch=epoch + 1, cfg=cfg, optimizer=optimizer,
-                extra={"run": identity},
-            ),
-        )  # fmt: skip
-        if done:
-            storage.remove(partial_url)
+        if dist is None or dist.rank == 0:  # one writer; the others wait for it
+            storage.save_checkpoint(
+                checkpoint_url if done else partial_url,
+                checkpoint_state(
+                    model, dropout=dropout, epoch=epoch + 1, cfg=cfg, optimizer=optimizer,
+                    extra={"run": identity, "processes": dist.world if dist else 1},
+                ),
+            )  # fmt: skip
+            if done:
+                storage.remove(partial_url)
+        if dist is not None:
+            dist.barrier()
     epochs.close()
+    if dist is not None:
+        dist.stop()
     return TrainResult(
         checkpoint=checkpoint_url,
         epochs_run=last_epoch - first_epoch,
@@ -307,21 +450,32 @@ def _run_epoch(
     cfg: TrainConfig,
     device: torch.device,
     progress: bool,
+    dist: Distributed | None = None,
 ) -> float:
-    """One epoch (poly learning rate); returns the mean loss over labelled batches."""
+    """One epoch (poly learning rate); returns the mean loss over labelled batches.
+
+    Data parallel (``dist``): the same global batches as one process, each split over
+    the ranks; dropout masks are drawn per rank.
+    """
     dataset.epoch = epoch
     steps_per_epoch = -(-len(dataset) // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     # Dropout draws from the global generator: reseed per epoch so a resumed run
     # draws exactly what the uninterrupted one would have.
-    torch.manual_seed(cfg.seed * 100_003 + epoch + 1)
+    torch.manual_seed(cfg.seed * 100_003 + epoch + 1 + (dist.rank * 7919 if dist else 0))
     order = torch.randperm(
         len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, sampler=order.tolist(),
-        num_workers=cfg.num_workers, drop_last=False,
-    )  # fmt: skip
+    if dist is None:
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=cfg.batch_size, sampler=order.tolist(),
+            num_workers=cfg.num_workers, drop_last=False,
+        )  # fmt: skip
+    else:
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=dist.batches(order.tolist(), cfg.batch_size),
+            num_workers=cfg.num_workers,
+        )  # fmt: skip
     model.train()
     running, n = 0.0, 0
     # Batches within the epoch: a bar on a terminal only (the epochs report elsewhere).
@@ -335,7 +489,7 @@ def _run_epoch(
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * (1 - global_step / total_steps) ** 0.9
         x, y = x.to(device), y.to(device)
-        loss = _loss(model, x, y)
+        loss = _loss(model, x, y, dist)
         if not torch.isfinite(loss):
             # A batch without any labelled pixel gives NaN: skip it, it carries no signal.
             continue

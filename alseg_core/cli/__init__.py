@@ -7,6 +7,7 @@ it exists); an option given on the command line overrides its params key.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -49,6 +50,24 @@ def _local_outputs(args: argparse.Namespace) -> list[str]:
     return [o for o in outs if isinstance(o, str) and o and not is_remote(o)]
 
 
+def _launch_data_parallel(argv: list[str], nproc: int) -> int:
+    """``alseg train --nproc N``: the same command under ``torchrun`` with N processes."""
+    import subprocess
+
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "alseg_core.cli", *rest]  # fmt: skip
+    print(f"alseg train: {nproc} data-parallel processes: {' '.join(cmd[1:])}", flush=True)
+    return subprocess.run(cmd).returncode
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from alseg_core import faults, storage
     from alseg_core.workspace import WorkspaceBusy, remove_stale_temporaries, workspace_lock
@@ -61,10 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.args = [*extra, *args.args]
         args.func(args)
         return 0
+    if args.command == "train" and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_data_parallel(list(sys.argv[1:] if argv is None else argv), args.nproc)
     faults.arm_from_environment(args.command if args.command != "step" else args.step)
+    # Under torchrun, rank 0 holds the workspace for all ranks.
+    follower = int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"
     try:
-        with workspace_lock(_workspace(args), args.command):
-            remove_stale_temporaries(_local_outputs(args))
+        with (
+            contextlib.nullcontext() if follower else workspace_lock(_workspace(args), args.command)
+        ):
+            if not follower:
+                remove_stale_temporaries(_local_outputs(args))
             args.func(args)
     except WorkspaceBusy as err:
         print(f"alseg {args.command}: error: {err}", file=sys.stderr)

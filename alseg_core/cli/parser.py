@@ -92,6 +92,11 @@ def _train(p: argparse.ArgumentParser) -> None:
                             ("--lr", "lr", float), ("--seed", "seed", int)):  # fmt: skip
         _opt(p, flag, f"train.{key}", type=kind)
     _opt(p, "--device", "train.device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--nproc", type=int, default=1, metavar="N",
+        help="data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on GPU); "
+        "train.batch_size is the global batch",
+    )  # fmt: skip
 
 
 def _predict(p: argparse.ArgumentParser) -> None:

@@ -94,6 +94,10 @@ def train_step(
     init = previous_model if finetune else None
     if plateau is None or plateau.chunks < 1:
         return fit(out, init)
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("al.plateau_chunks is not supported data parallel (--nproc): set it 0")
     if not pool.val:
         raise ValueError("al.plateau_chunks needs a validation split (data.val_split)")
     from alseg_core.pipeline.steps.evaluate import evaluate_step
