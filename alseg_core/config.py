@@ -16,6 +16,7 @@ import yaml
 
 from alseg_core import storage
 from alseg_core.datasets.synthetic import SyntheticSpec
+from alseg_core.executors import parse_executor
 from alseg_core.superpixels import SuperpixelParams, SuperpixelStore
 from alseg_core.training_spec import TrainConfig
 
@@ -71,26 +72,20 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ComputeConfig:
-    """Where the per-image steps (superpixels, score, predict) run: ``executor`` is
-    ``local``, ``local:N``, ``dask://host:port`` or ``dask-local:N``
-    (:mod:`alseg_core.executors`; the ``ALSEG_EXECUTOR`` environment variable wins);
-    work goes out in shards of ``shard_size`` images. Neither changes results.
-    ``threads``: CPU threads of torch in each scoring / predicting shard, wherever it
-    runs (0 = this process's torch default); float sums depend on it, so executors
-    give the same bytes at equal ``threads``."""
+    """Where superpixels, score and predict run (:mod:`alseg_core.executors`;
+    ``ALSEG_EXECUTOR`` wins), in shards of ``shard_size`` images; ``threads``: torch CPU
+    threads per scoring shard wherever it runs (0 = this process's): executors give the
+    same bytes at equal ``threads``."""
 
     executor: str = "local"
     shard_size: int = 64
     threads: int = 0
 
     def __post_init__(self) -> None:
-        from alseg_core.executors import parse_executor
-
         parse_executor(self.executor)
-        if self.shard_size < 1:
-            raise ValueError(f"compute.shard_size must be >= 1, got {self.shard_size}")
-        if self.threads < 0:
-            raise ValueError(f"compute.threads must be >= 0, got {self.threads}")
+        if self.shard_size < 1 or self.threads < 0:
+            raise ValueError(f"compute.shard_size must be >= 1 and compute.threads >= 0, got "
+                             f"{self.shard_size} and {self.threads}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -107,9 +102,7 @@ class ALConfig:
     """The active-learning experiment; budgets are in annotation cost units (instances)."""
 
     unit: str = "superpixel"  # or "image"
-    strategy: str = (
-        "mc_variance"  # random | softmax_entropy | mc_entropy | mc_variance | bald | learning_loss
-    )
+    strategy: str = "mc_variance"  # a registered strategy (alseg run --help lists them)
     rounds: int = 4  # acquisition rounds after the random seed round
     initial_images: int = 20  # the random seed set: whole images, the same for every strategy
     budget_per_round: int = 400
@@ -121,13 +114,10 @@ class ALConfig:
     score_batch_pixels: int = 2048 * 1024
     train_steps: int = 200  # optimiser steps per round (epochs follow from the labelled set size)
     finetune: bool = True  # start each round from the previous round's weights
-    # Train each round on until val mIoU stops improving: up to this many more chunks of
-    # train_steps, stopping at the first that gains < plateau_tol (0 = train_steps only).
+    # Then up to plateau_chunks more chunks of train_steps until one gains < plateau_tol.
     plateau_chunks: int = 0
     plateau_tol: float = 0.005
-    # The seed round: random whole images (initial_images), or random superpixels over
-    # the whole pool, seed_budget of them (1 budget unit each, a region's least cost: one
-    # instance; the oracle charges the true cost).
+    # Seed round: random images (initial_images), or seed_budget random superpixels.
     seed_unit: str = "image"
     seed_budget: int = 0
     seed: int = 0
@@ -149,32 +139,21 @@ class ALConfig:
             if getattr(self, name) < 1 and not (name == "rounds" and self.rounds == 0):
                 raise ValueError(f"al.{name} must be >= 1, got {getattr(self, name)}")
         if self.plateau_chunks < 0 or not self.plateau_tol >= 0:
-            raise ValueError(
-                f"al.plateau_chunks and al.plateau_tol must be >= 0, got "
-                f"{self.plateau_chunks} and {self.plateau_tol}"
-            )
-        if self.seed_unit not in ("image", "superpixel"):
-            raise ValueError(
-                f"al.seed_unit must be 'image' or 'superpixel', got {self.seed_unit!r}"
-            )
+            raise ValueError(f"al.plateau_chunks and al.plateau_tol must be >= 0, got "
+                             f"{self.plateau_chunks} and {self.plateau_tol}")  # fmt: skip
+        for key, allowed in (("seed_unit", ("image", "superpixel")),
+                             ("annotator", ("oracle", "human")),
+                             ("label_format", ("train_ids", "label_ids")),
+                             ("score_resolution", ("feature", "full"))):  # fmt: skip
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"al.{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.seed_unit == "superpixel" and self.seed_budget < 1:
-            raise ValueError(
-                f"al.seed_unit 'superpixel' needs al.seed_budget >= 1, got {self.seed_budget}"
-            )
+            raise ValueError(f"al.seed_unit 'superpixel' needs al.seed_budget >= 1, got "
+                             f"{self.seed_budget}")  # fmt: skip
         if self.budget_per_round < 0:
             raise ValueError(f"al.budget_per_round must be >= 0, got {self.budget_per_round}")
-        if self.annotator not in ("oracle", "human"):
-            raise ValueError(f"al.annotator must be 'oracle' or 'human', got {self.annotator!r}")
-        if self.label_format not in ("train_ids", "label_ids"):
-            raise ValueError(
-                f"al.label_format must be 'train_ids' or 'label_ids', got {self.label_format!r}"
-            )
         if self.mc_passes < 1:
             raise ValueError(f"al.mc_passes (D) must be >= 1, got {self.mc_passes}")
-        if self.score_resolution not in ("feature", "full"):
-            raise ValueError(
-                f"al.score_resolution must be 'feature' or 'full', got {self.score_resolution!r}"
-            )
         if self.score_batch_pixels < 1:
             raise ValueError(f"al.score_batch_pixels must be >= 1, got {self.score_batch_pixels}")
         known = ("label-studio", "cvat", "coco")

@@ -7,7 +7,6 @@ whole or not at all). No other module opens files.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -15,7 +14,7 @@ import posixpath
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -316,52 +315,21 @@ def write_parquet(url: str, table: pa.Table) -> None:
     write_bytes(url, buf.getvalue())
 
 
-def read_parquet(url: str, *, columns: list[str] | None = None) -> pa.Table:
+def read_parquet(
+    url: str, *, columns: list[str] | None = None, present_only: bool = False
+) -> pa.Table:
+    """The table at ``url`` (``columns`` only; ``present_only``: those the file has)."""
     data = read_bytes(url)
     try:
+        if present_only and columns is not None:
+            names = set(pq.ParquetFile(io.BytesIO(data)).schema_arrow.names)
+            columns = [c for c in columns if c in names]
         # One thread: pyarrow's reader pool can still be winding down when a short
         # process exits, which aborts it ("terminate called without an active exception",
         # apache/arrow#34314); our tables are small, in memory already.
         return pq.read_table(io.BytesIO(data), columns=columns, use_threads=False)
     except (pa.ArrowInvalid, OSError) as err:
         raise ValueError(f"{url}: not a readable Parquet file ({err})") from err
-
-
-def read_parquet_present(url: str, columns: list[str]) -> pa.Table:
-    """The ``columns`` of the Parquet file at ``url`` that it has (others are left out)."""
-    data = read_bytes(url)
-    try:
-        names = set(pq.ParquetFile(io.BytesIO(data)).schema_arrow.names)
-        present = [c for c in columns if c in names]
-        return pq.read_table(io.BytesIO(data), columns=present, use_threads=False)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise ValueError(f"{url}: not a readable Parquet file ({err})") from err
-
-
-def content_key(url: str) -> str:
-    """What identifies the bytes at ``url``: ``etag:<ETag>:<size>`` on S3 (no download),
-    ``sha256:<hex>`` of a local file."""
-    fs, path = filesystem(url)
-    if is_remote(url):
-        info = _remote(url, "info", lambda: fs.info(path))
-        etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
-        if etag:
-            return f"etag:{etag}:{info.get('size')}"
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
-
-
-def content_keys(urls: Sequence[str], *, threads: int = 8) -> list[str]:
-    """:func:`content_key` of each URL, in order (IO in a few threads)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if len(urls) <= 1:
-        return [content_key(u) for u in urls]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(content_key, urls))
 
 
 def write_json(url: str, obj: Any) -> None:

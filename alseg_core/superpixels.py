@@ -1,7 +1,7 @@
 """Superpixels (watershed, or SLIC) per pool image, stored once in Parquet.
 
 The store is a directory (local or ``s3://``) of Parquet part files, one row per
-image: image id, the image's content key (:func:`storage.content_key`: SHA-256 of a
+image: image id, the image's content key (:func:`alseg_core.content.content_key`: SHA-256 of a
 local file, the ETag on S3), height, width, the region map (raw little-endian bytes of
 the smallest unsigned dtype that holds it; the file is zstd-compressed), and
 per-region area and bounding box. Every part carries the store format and the
@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from alseg_core import storage
+from alseg_core.content import content_keys
 from alseg_core.executors import DEFAULT_SHARD_SIZE, Executor, map_shards, resolve_executor, shards
 
 STORE_FORMAT = "alseg-superpixels/1"
@@ -226,7 +227,7 @@ class SuperpixelStore:
         index: dict[str, str] = {}
         contents: dict[str, str | None] = {}
         for part in self.parts():
-            table = storage.read_parquet_present(part, ["image_id", "content"])
+            table = storage.read_parquet(part, columns=["image_id", "content"], present_only=True)
             self._check_part(part, table)
             ids = table.column("image_id").to_pylist()
             keys = (
@@ -273,7 +274,7 @@ class SuperpixelStore:
 
         run_on = executor if isinstance(executor, Executor) else resolve_executor(executor)
         pairs = sorted(set(images))
-        keys = storage.content_keys([url for _, url in pairs])
+        keys = content_keys([url for _, url in pairs])
         stored = self.contents()
         stale = sorted(i for (i, _), k in zip(pairs, keys, strict=True)
                        if i in stored and stored[i] != k)  # fmt: skip

@@ -142,3 +142,22 @@ def test_equal_cost_gaps_interpolate_the_baseline():
     gaps = equal_cost_gaps(ours, base)
     assert [(k, x) for k, x, _ in gaps] == [(0, 5.0), (1, 10.0)]  # 20 % is past the baseline
     assert gaps[1][2] == pytest.approx(0.35 - 0.3)
+
+
+def test_a_run_folder_from_before_a_new_setting_still_resumes(tmp_path):
+    import json
+
+    from alseg_core.config import config_from_dict
+    from alseg_core.pipeline.run import _check_run_settings
+
+    cfg = config_from_dict({"al": {"out": str(tmp_path / "run")}, "data": {"root": str(tmp_path)}})
+    _check_run_settings(cfg)
+    marker = tmp_path / "run" / "run.json"
+    held = json.loads(marker.read_text())
+    del held["settings"]["al.plateau_chunks"]  # as written before the setting existed
+    marker.write_text(json.dumps(held))
+    _check_run_settings(cfg)  # its default then: the same run
+    other = config_from_dict({"al": {"out": str(tmp_path / "run"), "plateau_chunks": 2},
+                              "data": {"root": str(tmp_path)}})  # fmt: skip
+    with pytest.raises(ValueError, match=r"other settings \(al.plateau_chunks\)"):
+        _check_run_settings(other)

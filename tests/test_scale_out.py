@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from alseg_core import storage
+from alseg_core.content import content_key
 from alseg_core.datasets import cityscapes
 from alseg_core.executors import Executor, parse_executor, resolve_executor, shards
 from alseg_core.pipeline.pool import Pool
@@ -89,7 +90,7 @@ def test_superpixels_and_scores_on_s3_through_the_cluster(synthetic_root, s3_buc
         assert store.update(pairs, executor=executor, shard_size=4, workers=1) == 10
         stores[name] = store
     assert _store_files(stores["local"].url) == _store_files(stores["dask"].url)
-    assert storage.content_key(pairs[0][1]).startswith("etag:")  # S3: no download to key
+    assert content_key(pairs[0][1]).startswith("etag:")  # S3: no download to key
 
     checkpoint = _checkpoint(tmp_path)
     pool = Pool.list(str(synthetic_root), "train", "val")

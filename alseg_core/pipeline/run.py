@@ -62,11 +62,11 @@ def _check_run_settings(cfg: Config) -> None:
         storage.write_json(url, current)
         return
     held = storage.read_json(url)
-    diff = sorted(
-        k
-        for k in set(held.get("settings", {})) | set(settings)
-        if held.get("settings", {}).get(k) != settings.get(k)
-    )
+    before = held.get("settings", {})
+    # A key the folder's run predates (a setting added since) holds its default there.
+    defaults = json.loads(json.dumps(_flat(dataclasses.asdict(Config())), default=list))
+    before = {k: before.get(k, defaults.get(k)) for k in set(before) | set(settings)}
+    diff = sorted(k for k in before if before[k] != settings.get(k))
     if held.get("dataset") != dataset:
         diff.append(f"the dataset at {cfg.data.root} (regenerated or replaced)")
     if diff:

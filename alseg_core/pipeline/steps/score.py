@@ -49,9 +49,10 @@ _MODELS: dict[tuple, Any] = {}
 def load_model_cached(checkpoint: str, model_name: str | None, num_classes: int | None) -> Any:
     """The checkpoint's model, loaded once per process per checkpoint content (a worker
     scores many shards of one round with one model)."""
+    from alseg_core.content import content_key
     from alseg_core.training import load_model
 
-    key = (storage.content_key(checkpoint), model_name, num_classes)
+    key = (content_key(checkpoint), model_name, num_classes)
     if key not in _MODELS:
         _MODELS.clear()
         _MODELS[key] = load_model(checkpoint, model_name=model_name, num_classes=num_classes)
