@@ -259,6 +259,12 @@ def commit_tag_push(repo: str, k: int) -> str:
         [LAYOUT.inbox_base] if (Path(repo) / LAYOUT.inbox_base).exists() else []
     )
     _run([*git, "add", *paths], repo)
+    # The headline and per-class metrics (small, under the ignored data/): in git, so a
+    # clone's `dvc metrics show` and `dvc metrics diff round-1 round-2` have them.
+    headline = [p for p in (LAYOUT.headline, LAYOUT.per_class) if (Path(repo) / p).exists()]
+    if headline:
+        _run([*git, "add", "-f", *headline], repo)
+        paths += headline
     status = _run(["git", "status", "--porcelain", "--", *paths], repo)
     if status.strip():
         _run([*git, "commit", "-m", f"alseg round {k}"], repo)

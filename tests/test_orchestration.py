@@ -214,6 +214,10 @@ def test_two_rounds_through_the_deployment(served, tmp_path):
     for k in (1, 2):
         for path in (f"data/rounds/r{k}/labelled/state.json", f"data/rounds/r{k}/model.pt"):
             assert (clone / path).read_bytes() == (repo / path).read_bytes()
+    # ... and the headline metrics are in git: `dvc metrics show` in the clone, no warning
+    shown = _run([str(BIN / "dvc"), "metrics", "show"], clone, env)
+    assert "WARNING" not in shown.stdout + shown.stderr
+    assert json.loads((clone / "data/rounds/metrics.json").read_text())["round"] == 2
     s1 = json.loads((clone / "data/rounds/r1/labelled/state.json").read_text())
     s2 = json.loads((clone / "data/rounds/r2/labelled/state.json").read_text())
     assert s2["total_cost"] > s1["total_cost"]
