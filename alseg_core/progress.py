@@ -50,8 +50,10 @@ class ProgressLines:
         self.postfix = ", ".join(f"{k} {v}" for k, v in kw.items())
 
     def close(self) -> None:
-        if self.printed:  # a step short enough to print nothing stays quiet
-            self._line(time.perf_counter())
+        now = time.perf_counter()
+        # The last line, unless the step was over before a line was due (it stays quiet).
+        if self.printed or now - self.start >= self.every:
+            self._line(now)
 
     def _line(self, now: float) -> None:
         elapsed = now - self.start

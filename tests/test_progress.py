@@ -24,6 +24,11 @@ def test_a_short_step_prints_nothing_and_disabled_progress_is_silent(capsys):
     off.update(5)
     off.close()
     assert capsys.readouterr() == ("", "")
+    # A step done in one update prints its one line at the end when a line is due.
+    whole = ProgressLines(4, "score", "img", every=0)
+    whole.update(4)
+    whole.close()
+    assert capsys.readouterr().err.startswith("score: 4/4 img [")
     # Off a terminal (pytest captures stderr) an enabled bar is the line printer.
     assert isinstance(progress_bar(5, "x", enabled=True), ProgressLines)
 
