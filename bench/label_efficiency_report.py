@@ -122,12 +122,19 @@ def summarise(rows: list[dict], ceiling: dict, diagnosis: dict, out: Path, title
     return md
 
 
-def _score(profile: dict) -> float:
-    """Ranks strategies: lowest cost to 95 %, else the mean % of ceiling at 10/25/50."""
+def _score(profile: dict, points: tuple[int, ...] = (10, 25, 50)) -> float:
+    """Ranks strategies: lowest cost to 95 %, else the mean % of ceiling at ``points``
+    (the costs every compared curve covers: a curve that starts later is not ranked on
+    its better half alone)."""
     if profile["reach95"] is not None:
         return 1000 - profile["reach95"]
-    values = [v for v in profile["at"].values() if v is not None]
+    values = [profile["at"][c] for c in points if profile["at"].get(c) is not None]
     return float(np.mean(values)) if values else 0.0
+
+
+def _common_points(profiles: list[dict]) -> tuple[int, ...]:
+    """The cost points (10/25/50 %) at which every profile has a value."""
+    return tuple(c for c in (10, 25, 50) if all(p["at"].get(c) is not None for p in profiles))
 
 
 def _verdicts(stats: dict, profiles: dict) -> list[str]:
@@ -135,7 +142,8 @@ def _verdicts(stats: dict, profiles: dict) -> list[str]:
     learned = [k for k in stats if k[1] != "random"]
     if not learned:
         return lines
-    best = max(learned, key=lambda k: _score(profiles[k]))
+    common = _common_points([profiles[k] for k in learned])
+    best = max(learned, key=lambda k: _score(profiles[k], common))
     chosen = [best] + [k for k in [("superpixel", "mc_variance")] if k in stats and k != best]
     for key in chosen:
         p = profiles[key]
@@ -167,8 +175,8 @@ def _verdicts(stats: dict, profiles: dict) -> list[str]:
     sp = [k for k in learned if k[0] == "superpixel"]
     im = [k for k in learned if k[0] == "image"]
     if sp and im:
-        bsp = max(sp, key=lambda k: _score(profiles[k]))
-        bim = max(im, key=lambda k: _score(profiles[k]))
+        bsp = max(sp, key=lambda k: _score(profiles[k], _common_points([profiles[j] for j in sp])))
+        bim = max(im, key=lambda k: _score(profiles[k], _common_points([profiles[j] for j in im])))
         cells, wins = versus(stats, bsp, bim)
         lines.append(
             f"- Superpixels vs whole images at equal cost ({bsp[1]} vs {bim[1]}): "
