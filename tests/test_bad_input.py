@@ -447,9 +447,10 @@ def test_ctrl_c_during_train_exits_130_with_a_message_and_resumes(base, tmp_path
     ws = tmp_path / "ws"
     shutil.copytree(base, ws, symlinks=True)
     before = _snapshot(ws)
+    # Enough epochs (~25 ms each here) that the SIGINT lands mid-run on a loaded machine.
     argv = [str(Path(sys.executable).parent / "alseg"), "--params", "params.yaml", "--no-progress",
             "train", "--split", "train", "--model", "lraspp_mobilenet_v3_large", "--epochs",
-            "30", "--out", "m.pt"]  # fmt: skip
+            "120", "--out", "m.pt"]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))  # fmt: skip
     partial = ws / "m.pt.partial"
