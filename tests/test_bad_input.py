@@ -447,12 +447,15 @@ def test_ctrl_c_during_train_exits_130_with_a_message_and_resumes(base, tmp_path
     ws = tmp_path / "ws"
     shutil.copytree(base, ws, symlinks=True)
     before = _snapshot(ws)
-    # Enough epochs (~25 ms each here) that the SIGINT lands mid-run on a loaded machine.
     argv = [str(Path(sys.executable).parent / "alseg"), "--params", "params.yaml", "--no-progress",
             "train", "--split", "train", "--model", "lraspp_mobilenet_v3_large", "--epochs",
-            "120", "--out", "m.pt"]  # fmt: skip
+            "30", "--out", "m.pt"]  # fmt: skip
+    # A suite started in the background by a non-interactive shell inherits SIGINT
+    # ignored (and Python then installs no KeyboardInterrupt handler): the child starts
+    # with the default disposition, as under a terminal.
     proc = subprocess.Popen(argv, cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))  # fmt: skip
+                            text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     partial = ws / "m.pt.partial"
     deadline = time.time() + 240
     while not partial.exists() and time.time() < deadline and proc.poll() is None:
