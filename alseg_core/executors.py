@@ -153,19 +153,38 @@ def map_shards(
     executor: Executor,
     *,
     workers: int = 0,
-    on_done: Callable[[int], None] | None = None,
+    progress: str | None = None,
+    sizes: Sequence[int] | None = None,
 ) -> list[R]:
     """``[fn(w) for w in work]``, run where ``executor`` says; results in ``work``'s order.
 
     ``fn`` must be a module-level function (it is pickled to the workers) that reads and
     writes through :mod:`alseg_core.storage` itself. ``workers`` is the local default
-    when the spec names no process count (0 = every core). ``on_done(i)`` is called as
-    each shard finishes (for progress), in any order.
+    when the spec names no process count (0 = every core). ``progress``: a progress bar
+    (:mod:`alseg_core.progress`) of that name counting the ``sizes`` of the shards done
+    (images per shard; 1 each by default).
     """
     work = list(work)
-    done = on_done or (lambda _i: None)
     if not work:
         return []
+    from alseg_core.progress import progress_bar
+
+    counts = list(sizes) if sizes is not None else [1] * len(work)
+    bar = progress_bar(sum(counts), progress or "", enabled=progress is not None)
+    try:
+        return _map(fn, work, executor, workers, lambda i: bar.update(counts[i]))
+    finally:
+        bar.close()
+
+
+def _map(
+    fn: Callable[[T], R],
+    work: list[T],
+    executor: Executor,
+    workers: int,
+    done: Callable[[int], None],
+) -> list[R]:
+    """:func:`map_shards` without the bar: ``done(i)`` as shard ``i`` finishes."""
     if executor.kind == "dask":
         client = dask_client(executor)
         # pure=False: a re-run recomputes (the shard's own skip logic decides what is done);

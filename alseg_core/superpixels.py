@@ -270,8 +270,6 @@ class SuperpixelStore:
         workers : local processes (0 = every core) when the executor names none.
         executor : where shards run (:mod:`alseg_core.executors`; ``ALSEG_EXECUTOR`` wins).
         """
-        from alseg_core.progress import progress_bar
-
         run_on = executor if isinstance(executor, Executor) else resolve_executor(executor)
         pairs = sorted(set(images))
         keys = content_keys([url for _, url in pairs])
@@ -285,14 +283,12 @@ class SuperpixelStore:
             todo = [(i, u, k) for (i, u), k in shard if stored.get(i) != k]
             if todo:
                 jobs.append((self.url, self.params, todo))
-        n = sum(len(job[2]) for job in jobs)
-        bar = progress_bar(n, "superpixels", enabled=progress and n > 0)
-        map_shards(_store_shard, jobs, run_on, workers=workers,
-                   on_done=lambda i: bar.update(len(jobs[i][2])))  # fmt: skip
-        bar.close()
+        sizes = [len(job[2]) for job in jobs]
+        map_shards(_store_shard, jobs, run_on, workers=workers, sizes=sizes,
+                   progress="superpixels" if progress else None)  # fmt: skip
         self._index = None
         self._cache = {}
-        return n
+        return sum(sizes)
 
     def _drop(self, image_ids: Sequence[str]) -> None:
         """Rewrite the parts holding ``image_ids`` without their rows (atomically)."""

@@ -49,9 +49,15 @@ def _tool(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def _run(args: list[str], repo: str) -> str:
+def _env() -> dict[str, str]:
+    """This environment with its own bin/ first on PATH (the stages call ``alseg``)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _run(args: list[str], repo: str) -> str:
+    env = _env()
     result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(
@@ -64,8 +70,7 @@ def _run(args: list[str], repo: str) -> str:
 def _stream(args: list[str], repo: str, on_line: Callable[[str], None]) -> str:
     """Run ``args``, handing each output line (stdout and stderr) to ``on_line`` as it
     comes, so a long stage shows its progress in the task log while it runs."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = _env()
     lines: list[str] = []
     with subprocess.Popen(
         args, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

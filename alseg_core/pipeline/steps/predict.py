@@ -21,6 +21,7 @@ class PredictShard:
     batch_size: int
     device: str
     threads: int = 0
+    checkpoint_key: str = ""  # the checkpoint's content key, hashed once by the driver
 
 
 def predict_shard(shard: PredictShard) -> int:
@@ -31,7 +32,9 @@ def predict_shard(shard: PredictShard) -> int:
     from alseg_core.inference import predict
     from alseg_core.pipeline.steps.score import load_model_cached
 
-    model = load_model_cached(shard.checkpoint, shard.model_name, shard.num_classes)
+    model = load_model_cached(
+        shard.checkpoint, shard.model_name, shard.num_classes, shard.checkpoint_key
+    )
     n = 0
     with torch_threads(shard.threads):
         for sample, pred in predict(
@@ -65,19 +68,18 @@ def predict_step(
     """
     import torch
 
+    from alseg_core.content import content_key
     from alseg_core.executors import map_shards, resolve_executor, shards
-    from alseg_core.progress import progress_bar
 
     threads = threads or torch.get_num_threads()
+    key = content_key(checkpoint)
     jobs = [
         PredictShard(checkpoint, tuple(part), out_dir, model_name, num_classes, batch_size,
-                     device, threads)
+                     device, threads, key)
         for part in shards(list(samples), shard_size)
     ]  # fmt: skip
-    bar = progress_bar(len(samples), "predict", enabled=progress)
     counts = map_shards(
         predict_shard, jobs, resolve_executor(executor), workers=1,
-        on_done=lambda i: bar.update(len(jobs[i].samples)),
+        progress="predict" if progress else None, sizes=[len(j.samples) for j in jobs],
     )  # fmt: skip
-    bar.close()
     return sum(counts)

@@ -72,17 +72,17 @@ def publish_step(
     rows, full = read_curve(previous) if previous else ([], None)
     rows = [r for r in rows if int(r["round"]) != round_]
     full = full or pool_full_cost(pool)
-    row = round_row(round_, storage.read_json(metrics), load_state(labelled), full)
+    report = storage.read_json(metrics)
+    row = round_row(round_, report, load_state(labelled), full)
     rows.append(row)
     storage.write_bytes(storage.join(out, "curve.csv"), csv_text(rows, CURVE_FIELDS).encode())
     storage.write_json(storage.join(out, "metrics.json"), {**row, "full_cost": full})
     curve = {label: [(float(r["pct_full_cost"]), float(r["mIoU"])) for r in rows]}
-    learning_curve(curve, storage.join(out, "learning_curve.png"), title=title)
+    png = storage.join(out, "learning_curve.png")
+    learning_curve(curve, png, title=title)
     if latest is not None:
         headline, per_class, plot = latest
         storage.write_json(headline, {**row, "full_cost": full})
-        storage.write_json(
-            per_class, {"round": round_, **storage.read_json(metrics)["per_class_IoU"]}
-        )
-        learning_curve(curve, plot, title=title)
+        storage.write_json(per_class, {"round": round_, **report["per_class_IoU"]})
+        storage.write_bytes(plot, storage.read_bytes(png))  # the same plot, not drawn twice
     return rows

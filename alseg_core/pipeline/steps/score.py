@@ -41,18 +41,22 @@ class ScoreShard:
     masked: frozenset[str]  # images with a labelled mask in ``labelled``
     params: ScoreParams
     threads: int = 0  # torch CPU threads (the driver's: the same sums on every worker)
+    checkpoint_key: str = ""  # the checkpoint's content key, hashed once by the driver
 
 
 _MODELS: dict[tuple, Any] = {}
 
 
-def load_model_cached(checkpoint: str, model_name: str | None, num_classes: int | None) -> Any:
+def load_model_cached(
+    checkpoint: str, model_name: str | None, num_classes: int | None, key: str = ""
+) -> Any:
     """The checkpoint's model, loaded once per process per checkpoint content (a worker
-    scores many shards of one round with one model)."""
+    scores many shards of one round with one model). ``key``: the checkpoint's content
+    key when the caller has it (else it is computed: a hash of the whole file locally)."""
     from alseg_core.content import content_key
     from alseg_core.training import load_model
 
-    key = (content_key(checkpoint), model_name, num_classes)
+    key = (key or content_key(checkpoint), model_name, num_classes)
     if key not in _MODELS:
         _MODELS.clear()
         _MODELS[key] = load_model(checkpoint, model_name=model_name, num_classes=num_classes)
@@ -72,7 +76,9 @@ def score_shard(shard: ScoreShard) -> pa.Table:
 
     with torch_threads(shard.threads):
         return score_pool(
-            load_model_cached(shard.checkpoint, shard.model_name, shard.num_classes),
+            load_model_cached(
+                shard.checkpoint, shard.model_name, shard.num_classes, shard.checkpoint_key
+            ),
             list(shard.samples), region_maps=store.read,
             labelled_masks=labelled_mask, params=shard.params, offset=shard.offset,
         )  # fmt: skip
@@ -112,9 +118,10 @@ def score_step(
     region maps and labelled masks from storage; the driver concatenates the shards'
     rows in pool order, so the file is the same wherever they ran.
     """
+    import torch
+
+    from alseg_core.content import content_key
     from alseg_core.executors import map_shards, resolve_executor, shards
-    from alseg_core.progress import progress_bar
-    from alseg_core.training import load_model
 
     state = load_state(labelled)
     samples = [pool.samples[i] for i in pool.ids if not state.is_fully_labelled(i)]
@@ -132,21 +139,19 @@ def score_step(
     # Shards of whole batches: the same trunk passes whatever the shard size.
     size = -(-shard_size // batch_size) * batch_size
     masked = frozenset(state.images) if labelled else frozenset()
-    import torch
-
     threads = threads or torch.get_num_threads()
+    key = content_key(checkpoint)
     jobs = [
         ScoreShard(checkpoint, model_name, num_classes, tuple(part), n * size, store.url,
-                   store.params, labelled, masked, params, threads)
+                   store.params, labelled, masked, params, threads, key)
         for n, part in enumerate(shards(samples, size))
     ]  # fmt: skip
-    bar = progress_bar(len(samples), "score", enabled=progress)
     tables = map_shards(
         score_shard, jobs, resolve_executor(executor), workers=1,
-        on_done=lambda i: bar.update(len(jobs[i].samples)),
+        progress="score" if progress else None, sizes=[len(j.samples) for j in jobs],
     )  # fmt: skip
-    bar.close()
-    model = load_model(checkpoint, model_name=model_name, num_classes=num_classes)
+    # The shards' model when they ran in this process (local), else loaded now.
+    model = load_model_cached(checkpoint, model_name, num_classes, key)
     if tables:
         table = pa.concat_tables(tables)
     else:  # nothing left to score: an empty table with the scores file's metadata

@@ -82,21 +82,22 @@ def train_step(
     if not items:
         raise ValueError(f"{labelled}: the labelled set is empty")
     schedule = round_schedule(train, len(items), train_steps)
+    fingerprint = hashlib.sha256(storage.read_bytes(state_url(labelled))).hexdigest()
 
     def fit(url: str, init: str | None) -> TrainResult:
         return run_training(
             items, model_name=model.name, checkpoint_url=url, cfg=schedule,
             num_classes=model.num_classes, dropout=model.dropout, init_from=init,
             learning_loss=loss_prediction, progress=progress, log=log,
-            data_fingerprint=hashlib.sha256(storage.read_bytes(state_url(labelled))).hexdigest(),
+            data_fingerprint=fingerprint,
         )  # fmt: skip
 
     init = previous_model if finetune else None
     if plateau is None or plateau.chunks < 1:
         return fit(out, init)
-    import os
+    from alseg_core.distributed import Distributed
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if Distributed.from_environment() is not None:
         raise ValueError("al.plateau_chunks is not supported data parallel (--nproc): set it 0")
     if not pool.val:
         raise ValueError("al.plateau_chunks needs a validation split (data.val_split)")
