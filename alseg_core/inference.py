@@ -10,7 +10,7 @@ import torch
 
 from alseg_core.datasets import cityscapes
 from alseg_core.datasets.transforms import to_tensor
-from alseg_core.models import SegmentationModel
+from alseg_core.models import SegmentationModel, class_map
 
 T = TypeVar("T")
 
@@ -115,7 +115,7 @@ def predict(
     bar = progress_bar(len(samples), "predict", enabled=progress)
     for batch, images in background(image_batches(samples, batch_size)):
         x = torch.stack([to_tensor(img) for img in images]).to(dev)
-        pred = model(x).argmax(1).to(torch.uint8).cpu().numpy()
+        pred = class_map(model(x)).to(torch.uint8).cpu().numpy()
         yield from zip(batch, pred, strict=True)
         bar.update(len(batch))
     bar.close()

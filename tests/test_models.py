@@ -118,3 +118,45 @@ def test_learning_loss_module_ranks_and_round_trips(tmp_path):
         logits, predicted = model.forward_with_loss_prediction(torch.randn(2, 3, 64, 64))
         assert logits.shape == (2, 3, 64, 64) and predicted.shape == (2,)
     assert build_model("drn_d_22").loss_module is None
+
+
+def test_head_mc_passes_are_dropout_of_the_features_through_the_classifier():
+    """The batched MC head (mask buffers reused, classifier as a matrix product, 1/keep
+    folded into the weights) equals dropout written out: mask * feat / keep -> conv2d,
+    pass by pass, with the masks drawn from the same bytes; a reused workspace changes
+    nothing."""
+    torch.manual_seed(0)
+    model = build_model("lraspp_mobilenet_v3_large", num_classes=5, dropout=0.5).eval()
+    head = model.head
+    with torch.no_grad():
+        feats = model.trunk(torch.randn(2, 3, 64, 96))
+        work: dict = {}
+        for passes in (3, 1):  # the buffers grown for 3 passes serve 1 pass after
+            got = head(feats, None, generator=torch.Generator().manual_seed(7), passes=passes,
+                       workspace=work)  # fmt: skip
+            g = torch.Generator().manual_seed(7)
+            expected = None
+            for feat, conv in zip(feats, head.classifiers, strict=True):
+                n = feat.numel() * passes
+                words = torch.randint(-(2**63), 2**63 - 1, ((n + 7) // 8,), generator=g)
+                keep = (words.view(torch.uint8)[:n] < 128).view(passes, *feat.shape)
+                dropped = (keep * feat.unsqueeze(0) * 2.0).flatten(0, 1)
+                out = torch.nn.functional.conv2d(dropped, conv.weight, conv.bias)
+                if out.shape[-2:] != feats[0].shape[-2:]:
+                    out = torch.nn.functional.interpolate(
+                        out, size=feats[0].shape[-2:], mode="bilinear", align_corners=False
+                    )
+                expected = out if expected is None else expected + out
+            assert got.shape == (passes * 2, 5, *feats[0].shape[-2:])
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        assert {k for k in work} == {"f0words", "f0keep", "f0dropped", "f1words", "f1keep",
+                                     "f1dropped"}  # fmt: skip
+
+
+def test_class_map_is_argmax_over_classes_first_of_equals():
+    from alseg_core.models import class_map
+
+    logits = torch.tensor([[[[1.0, 3.0]], [[2.0, 3.0]], [[2.0, 0.0]]]])  # (1, 3, 1, 2)
+    assert class_map(logits).tolist() == [[[1, 0]]]  # ties -> the first class
+    x = torch.randint(0, 4, (2, 19, 16, 24)).float()  # many ties
+    assert torch.equal(class_map(x), x.argmax(1))

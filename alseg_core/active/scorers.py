@@ -28,6 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from alseg_core.models.base import class_map
+
 EPS = 1e-12
 __all__ = [
     "MCAccumulator",
@@ -203,10 +205,11 @@ def mc_statistics(
     n = images.shape[0]
     chunk = passes_per_chunk(features, tuple(logits.shape), passes, pass_memory_mb)
     acc = MCAccumulator()
+    workspace: dict[str, torch.Tensor] = {}  # the head's mask buffers, reused by each chunk
     done = 0
     while done < passes:
         k = min(chunk, passes - done)
-        out = model.head(features, size, generator=generator, passes=k)  # (k*N, C, ...)
+        out = model.head(features, size, generator=generator, passes=k, workspace=workspace)
         acc.update_many(torch.softmax(out.float(), dim=1).view(k, n, *out.shape[1:]))
         done += k
     return acc.stats(logits.float())
@@ -244,5 +247,5 @@ def mc_dropout_scores(
         for name, fn in (("softmax_entropy", softmax_entropy), ("mc_entropy", mc_entropy),
                          ("mc_variance", mc_variance), ("bald", bald))
     }  # fmt: skip
-    out["prediction"] = upsample_logits(stats.logits, size).argmax(1)
+    out["prediction"] = class_map(upsample_logits(stats.logits, size))
     return out

@@ -116,6 +116,7 @@ def score_pool(
     from alseg_core.active.scorers import mc_statistics, upsample_logits, upsample_scores
     from alseg_core.datasets.transforms import to_tensor
     from alseg_core.inference import background, image_batches, resolve_device
+    from alseg_core.models.base import class_map
     from alseg_core.progress import progress_bar
 
     strategies = pixel_strategies()
@@ -144,7 +145,7 @@ def score_pool(
                 )  # fmt: skip
             if params.class_weights is not None:
                 stats = replace(stats, class_weights=torch.tensor(params.class_weights))
-            prediction = upsample_logits(stats.logits, size).argmax(1).cpu().numpy()
+            prediction = class_map(upsample_logits(stats.logits, size)).cpu().numpy()
             pixel = {
                 s.name: upsample_scores(s.pixel_scores(stats).float(), size).cpu().numpy()
                 for s in strategies

@@ -12,9 +12,16 @@ from typing import Any
 
 from alseg_core.models.registry import MODEL_REGISTRY, register_model
 
-_TORCH = {"DropoutHead", "SegmentationModel", "build_model"}
+_TORCH = {"DropoutHead", "SegmentationModel", "build_model", "class_map"}
 
-__all__ = ["MODEL_REGISTRY", "DropoutHead", "SegmentationModel", "build_model", "register_model"]
+__all__ = [
+    "MODEL_REGISTRY",
+    "DropoutHead",
+    "SegmentationModel",
+    "build_model",
+    "class_map",
+    "register_model",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,7 @@ __all__ = [
     "DropoutHead",
     "SegmentationModel",
     "build_model",
+    "class_map",
     "register_model",
 ]
 
@@ -42,6 +43,7 @@ class DropoutHead(nn.Module):
         *,
         generator: torch.Generator | None = None,
         passes: int = 1,
+        workspace: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Logits at ``size`` (None: at the resolution of the first feature map).
 
@@ -49,6 +51,9 @@ class DropoutHead(nn.Module):
         masks drawn from ``generator`` (never from torch's global generator).
         passes    : MC-dropout mode: that many independent masks over the same features,
         returned as a batch of passes x N (pass-major), without copying the features.
+        workspace : MC-dropout mode: a dict the caller keeps across calls; the masks and
+        masked features are written into buffers kept there (fresh large tensors cost
+        page faults comparable to the arithmetic on CPU).
         """
         if len(features) != len(self.classifiers):
             raise ValueError(
@@ -56,12 +61,13 @@ class DropoutHead(nn.Module):
             )
         base = features[0].shape[-2:]
         logits = None
-        for feat, classifier in zip(features, self.classifiers, strict=True):
+        for i, (feat, classifier) in enumerate(zip(features, self.classifiers, strict=True)):
             if generator is None:
-                dropped = self.dropout(feat)
+                out = _classify(classifier, self.dropout(feat))
             else:
-                dropped = self._mc_drop(feat, generator, passes)
-            out = classifier(dropped)
+                work = workspace if workspace is not None else {}
+                dropped, scale = self._mc_drop(feat, generator, passes, work, f"f{i}")
+                out = _classify(classifier, dropped, scale)
             if out.shape[-2:] != base:
                 out = F.interpolate(out, size=base, mode="bilinear", align_corners=False)
             logits = out if logits is None else logits + out
@@ -70,27 +76,64 @@ class DropoutHead(nn.Module):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
     def _mc_drop(
-        self, feat: torch.Tensor, generator: torch.Generator, passes: int = 1
-    ) -> torch.Tensor:
-        """``passes`` dropout draws of ``feat`` (N, C, h, w) -> (passes * N, C, h, w).
+        self,
+        feat: torch.Tensor,
+        generator: torch.Generator,
+        passes: int,
+        work: dict[str, torch.Tensor],
+        key: str,
+    ) -> tuple[torch.Tensor, float]:
+        """``passes`` dropout draws of ``feat`` (N, C, h, w) -> ((passes * N, C, h, w)
+        masked features, the scale 1/keep-probability to apply after the classifier).
 
         Masks come from uniform random bytes, 8 per 64-bit draw (an order of magnitude
         faster than ``bernoulli_`` on CPU): the keep probability is rounded to a multiple
-        of 1/256 (exact for p = 0.5) and the kept features are scaled by its inverse, so
-        E[mask] stays 1. The features are broadcast, never copied per pass.
+        of 1/256 (exact for p = 0.5), and the classifier's weights are scaled by its
+        inverse, so E[mask] stays 1. The features are broadcast, never copied per pass.
         """
         p = self.dropout.p
         if p == 0.0:
-            return feat.repeat(passes, *([1] * (feat.ndim - 1)))
+            return feat.repeat(passes, *([1] * (feat.ndim - 1))), 1.0
         threshold = max(1, min(256, round(256 * (1.0 - p))))
         n = feat.numel() * passes
-        words = torch.randint(
-            -(2**63), 2**63 - 1, ((n + 7) // 8,), generator=generator, dtype=torch.int64,
-            device=feat.device,
-        )  # fmt: skip
-        keep = words.view(torch.uint8)[:n].view(passes, *feat.shape) < threshold
-        scaled = (feat * (256.0 / threshold)).unsqueeze(0)
-        return keep.to(feat.dtype).mul_(scaled).flatten(0, 1)  # 2x faster than where
+        words = _buffer(work, key + "words", (n + 7) // 8, torch.int64, feat.device)
+        words.random_(-(2**63), 2**63 - 1, generator=generator)
+        keep = _buffer(work, key + "keep", n, torch.bool, feat.device)
+        torch.lt(words.view(torch.uint8)[:n], threshold, out=keep)
+        dropped = _buffer(work, key + "dropped", n, feat.dtype, feat.device)
+        dropped = dropped.view(passes, *feat.shape)
+        dropped.copy_(keep.view(passes, *feat.shape)).mul_(feat.unsqueeze(0))
+        return dropped.flatten(0, 1), 256.0 / threshold
+
+
+def _buffer(
+    work: dict[str, torch.Tensor], key: str, n: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """The first ``n`` elements of the buffer ``work[key]``, grown when too small."""
+    buf = work.get(key)
+    if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
+        buf = work[key] = torch.empty(n, dtype=dtype, device=device)
+    return buf[:n]
+
+
+def _classify(classifier: nn.Conv2d, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """A 1x1 convolution as one matrix product, ``scale`` applied to the weights:
+    (N, C, h, w) -> (N, K, h, w). On CPU this is ~2.5x faster than ``conv2d``'s
+    (mkldnn) path for a classifier of a few classes over hundreds of channels."""
+    n, c, h, w = x.shape
+    weight = classifier.weight.view(classifier.out_channels, c)
+    if scale != 1.0:
+        weight = weight * scale
+    out = torch.matmul(weight, x.reshape(n, c, h * w))
+    if classifier.bias is not None:
+        out = out + classifier.bias.view(1, -1, 1)
+    return out.view(n, -1, h, w)
+
+
+def class_map(logits: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) logits -> (N, H, W) int64 index of the largest (the first of equals),
+    what ``argmax(1)`` gives, which is ~4x slower on CPU for a reduction over channels."""
+    return logits.max(1).indices
 
 
 class SegmentationModel(nn.Module):
