@@ -116,10 +116,16 @@ def _buffer(
     return buf[:n]
 
 
-def _classify(classifier: nn.Conv2d, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """A 1x1 convolution as one matrix product, ``scale`` applied to the weights:
-    (N, C, h, w) -> (N, K, h, w). On CPU this is ~2.5x faster than ``conv2d``'s
-    (mkldnn) path for a classifier of a few classes over hundreds of channels."""
+def _classify(classifier: nn.Module, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """The classifier on ``x`` scaled by ``scale``: (N, C, h, w) -> (N, K, h, w).
+
+    A 1x1 ``Conv2d`` runs as one matrix product with ``scale`` folded into its weights:
+    on CPU ~2.5x faster than ``conv2d``'s (mkldnn) path for a few classes over hundreds
+    of channels. Anything else (e.g. a wrapper a library put in its place) is called.
+    """
+    if not (isinstance(classifier, nn.Conv2d) and classifier.kernel_size == (1, 1)
+            and classifier.groups == 1):  # fmt: skip
+        return classifier(x * scale if scale != 1.0 else x)
     n, c, h, w = x.shape
     weight = classifier.weight.view(classifier.out_channels, c)
     if scale != 1.0:
