@@ -46,8 +46,10 @@ VARIANTS: dict[str, dict] = {
 
 PRESETS: dict[str, dict] = {
     # Sized from measured throughput on 2 CPU cores: LR-ASPP trains ~55 images/s at
-    # 64x128, so a 200-step round trains in ~30 s; 6 trainings + 5 scorings per run,
-    # 18 runs two at a time + 3 ceilings trained to a plateau: about 55 minutes.
+    # 64x128, so a 200-step round trains in ~30 s (up to 3x with the plateau rule);
+    # 6 trainings + 5 scorings per run, 18 runs two at a time + 3 ceilings trained to a
+    # plateau. The superpixel seed round (measured at fd50b2b: it costs more per pixel)
+    # runs in ``standard``.
     "quick": {
         "synthetic": {"n_train": 300, "n_val": 50, "height": 64, "width": 128, "seed": 0},
         "superpixels": {"compactness": 0.02},
@@ -58,7 +60,7 @@ PRESETS: dict[str, dict] = {
                "train_steps": 200, "plateau_chunks": 2, "plateau_tol": 0.005},
         "runs": [("image", "random"), ("image", "mc_variance"), ("superpixel", "random"),
                  ("superpixel", "mc_variance"), ("superpixel", "mc_variance_plus"),
-                 ("superpixel", "mc_variance_plus+sp_seed")],
+                 ("superpixel", "mc_variance_diverse")],
         "seeds": [0, 1, 2],
         "jobs": 2,
         "ceiling_chunk": 16, "ceiling_tol": 0.005, "ceiling_max_chunks": 3,
@@ -72,8 +74,9 @@ PRESETS: dict[str, dict] = {
         "al": {"rounds": 5, "initial_images": 20, "budget_per_round": 800, "mc_passes": 10,
                "train_steps": 200},
         "strategies": ["random", "mc_variance", "mc_variance_balanced", "mc_variance_per_cost",
-                       "mc_variance_plus"],
+                       "mc_variance_plus", "mc_variance_diverse"],
         "units": ["image", "superpixel"],
+        "extra_runs": [("superpixel", "mc_variance_plus+sp_seed")],
         "seeds": [0, 1, 2],
         "jobs": 2,
         "ceiling_chunk": 8, "ceiling_tol": 0.005, "ceiling_max_chunks": 4,
@@ -86,7 +89,7 @@ PRESETS: dict[str, dict] = {
                "train_steps": 500},
         "strategies": ["random", "softmax_entropy", "mc_entropy", "mc_variance", "bald",
                        "learning_loss", "mc_variance_balanced", "mc_variance_per_cost",
-                       "mc_variance_plus"],
+                       "mc_variance_plus", "mc_variance_diverse"],
         "units": ["image", "superpixel"],
         "seeds": [0, 1, 2],
         "jobs": 1,
@@ -277,7 +280,7 @@ def run(
     runs = preset.get("runs") or [
         (unit, strategy) for unit in preset["units"] for strategy in preset["strategies"]
         if not (strategy == "learning_loss" and unit != "image")
-    ]  # fmt: skip
+    ] + preset.get("extra_runs", [])  # fmt: skip
     if only and only.get("strategies"):
         runs = [r for r in runs if r[1] in only["strategies"]]
     if only and only.get("units"):

@@ -98,3 +98,76 @@ def test_new_strategies_read_their_columns_and_reference_ones_are_unchanged():
     assert ref.plain and ref.candidates([row], state, unit="superpixel")[0].components is None
     per_cost = get_strategy("mc_variance_per_cost").candidates([row], state, unit="superpixel")
     assert [c.score for c in per_cost] == [0.2, 0.9]  # MC variance's own column
+
+
+def _unit(v):
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_diverse_selection_skips_near_duplicates_of_what_it_chose():
+    """Two near-identical very uncertain regions and a different, less uncertain one:
+    by score the budget of 2 buys both duplicates; k-centre buys one and the other."""
+    a = Candidate("img", 0, 0.9, 1, embedding=_unit([1.0, 0.0]))
+    dup = Candidate("img", 1, 0.89, 1, embedding=_unit([1.0, 0.01]))
+    other = Candidate("img2", 0, 0.5, 1, embedding=_unit([0.0, 1.0]))
+    low = Candidate("img3", 0, 0.1, 1, embedding=_unit([-1.0, 0.0]))  # far, not uncertain
+    assert select_under_budget([a, dup, other, low], 2).candidates == (a, dup)
+    from alseg_core.active.selection import select_diverse
+
+    chosen = select_diverse([a, dup, other, low], 2, shortlist=1.5)
+    assert chosen.candidates == (a, other) and chosen.spent == 2
+    # The shortlist bounds how far down the ranking diversity may reach: with 2x the
+    # budget (4 units) the far but certain region is in it and is the farthest from a.
+    assert select_diverse([a, dup, other, low], 2, shortlist=2.0).candidates == (a, low)
+    # Costs: a unit that no longer fits is skipped for the farthest one that does.
+    pricey = Candidate("img2", 0, 0.5, 5, embedding=_unit([0.0, 1.0]))
+    assert select_diverse([a, dup, pricey], 2, shortlist=10).candidates == (a, dup)
+    with pytest.raises(ValueError, match="img region 0 has none"):
+        select_diverse([Candidate("img", 0, 0.5, 1)], 1)
+
+
+def test_region_embeddings_weigh_each_feature_cell_by_the_region_area_in_it():
+    from alseg_core.active.regions import region_embeddings
+
+    emb = np.zeros((2, 1, 2), np.float32)  # k=2, a 1x2 grid: left cell (1,0), right (0,1)
+    emb[0, 0, 0], emb[1, 0, 1] = 1.0, 1.0
+    regions = np.zeros((4, 8), np.int64)  # 4x8 image: cells are the 4x4 halves
+    regions[:, 6:] = 1  # region 1: 8 pixels of the right cell; region 0: 16 left + 8 right
+    out = region_embeddings(emb, regions, n_regions=3)
+    np.testing.assert_allclose(out[0], _unit([16.0, 8.0]), rtol=1e-6)
+    np.testing.assert_allclose(out[1], [0.0, 1.0])
+    np.testing.assert_allclose(out[2], [0.0, 0.0])  # no pixel: zeros
+
+
+def test_diverse_strategy_reads_the_embeddings_the_score_step_writes(tmp_path):
+    """Score a pool where two images are the same photo: the diverse strategy, given a
+    budget of two images, never buys both copies; plain MC variance may."""
+    from alseg_core.active.scoring import ScoreParams, score_pool
+    from alseg_core.datasets import cityscapes
+    from alseg_core.datasets.synthetic import SyntheticSpec, make_synthetic
+    from alseg_core.models import build_model
+
+    make_synthetic(str(tmp_path), SyntheticSpec(n_train=4, n_val=1, height=64, width=128))
+    samples = cityscapes.list_samples(str(tmp_path), "train")
+    samples = [samples[0], samples[0], *samples[1:]]  # image 0 twice
+    torch.manual_seed(0)
+    model = build_model("lraspp_mobilenet_v3_large", num_classes=19)
+    grid = (np.arange(64)[:, None] // 16) * 8 + np.arange(128)[None, :] // 16
+    table = score_pool(model, samples, region_maps=lambda _i: grid,
+                       labelled_masks=lambda _i: None,
+                       params=ScoreParams(mc_passes=2, batch_size=8, device="cpu"))  # fmt: skip
+    rows = [{**r, "image_est_cost": 10} for r in table.to_pylist()]  # two fit in 20
+    rows[1] = {**rows[1], "image_id": "copy"}
+    assert rows[0]["embedding_dim"] == 16
+    assert len(rows[0]["region_embedding"]) == 32 * 16 * 2  # 32 regions x 16 float16
+    assert rows[0]["image_embedding"] == rows[1]["image_embedding"]
+    diverse = get_strategy("mc_variance_diverse")
+    cands = diverse.candidates(rows, LabelState(), unit="image")
+    chosen = [c.image_id for c in diverse.select(cands, 20).candidates]
+    assert len(chosen) == 2 and not {rows[0]["image_id"], "copy"} <= set(chosen)
+    regions = diverse.candidates(rows[:1], LabelState(), unit="superpixel")
+    assert len(regions) == 32 and regions[0].embedding.shape == (16,)
+    with pytest.raises(ValueError, match="scores have no 'region_embedding'"):
+        diverse.candidates([{**rows[0], "region_embedding": None}], LabelState(),
+                           unit="superpixel")  # fmt: skip

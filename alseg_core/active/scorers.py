@@ -22,7 +22,7 @@ Head passes run several at a time, chunked so their working memory stays under
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -37,6 +37,7 @@ __all__ = [
     "bald",
     "class_balanced_mc_variance",
     "entropy",
+    "feature_embedding",
     "mc_dropout_scores",
     "mc_entropy",
     "mc_statistics",
@@ -70,6 +71,7 @@ class PixelStats:
     mean_entropy: torch.Tensor
     passes: int
     class_weights: torch.Tensor | None = None  # (C,) rarity weights of the labelled set
+    embedding: torch.Tensor | None = None  # (N, k, h, w) projected trunk features
 
     @classmethod
     def from_samples(cls, probs: Any, *, logits: Any = None) -> PixelStats:
@@ -186,6 +188,7 @@ def mc_statistics(
     generator: torch.Generator,
     resolution: str = "feature",
     pass_memory_mb: float = 128.0,
+    embed_dim: int = 0,
 ) -> PixelStats:
     """One deterministic pass and ``passes`` dropout passes of the head over one trunk pass.
 
@@ -193,6 +196,9 @@ def mc_statistics(
     images     : (N, 3, H, W) on the model's device; ``generator`` on that device too.
     resolution : "feature" (default): the statistics (and ``logits``) are at the head's
                  own resolution, (N, C, h, w); "full": at the image size (N, C, H, W).
+    embed_dim  : > 0: ``embedding`` holds the first feature map projected to that many
+                 channels (a fixed random projection, :func:`feature_embedding`), for
+                 diversity-aware selection.
     """
     if passes < 1:
         raise ValueError(f"MC dropout needs passes >= 1, got {passes}")
@@ -212,7 +218,22 @@ def mc_statistics(
         out = model.head(features, size, generator=generator, passes=k, workspace=workspace)
         acc.update_many(torch.softmax(out.float(), dim=1).view(k, n, *out.shape[1:]))
         done += k
-    return acc.stats(logits.float())
+    stats = acc.stats(logits.float())
+    if embed_dim > 0:
+        stats = replace(stats, embedding=feature_embedding(features[0], embed_dim))
+    return stats
+
+
+def feature_embedding(feature: torch.Tensor, dim: int) -> torch.Tensor:
+    """(N, C, h, w) features -> (N, dim, h, w) through a fixed Gaussian random projection
+    (seed 0, scaled by 1/sqrt(dim): distances kept up to a small distortion, Johnson &
+    Lindenstrauss), so embeddings of every round and shard are comparable."""
+    channels = feature.shape[1]
+    g = torch.Generator().manual_seed(0)
+    proj = torch.randn(dim, channels, generator=g) / dim**0.5
+    flat = feature.float().reshape(feature.shape[0], channels, -1)
+    out = torch.matmul(proj.to(feature.device), flat)
+    return out.view(feature.shape[0], dim, *feature.shape[-2:])
 
 
 def upsample_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from alseg_core import storage
 from alseg_core.active.costs import component_map, cost_estimate
-from alseg_core.active.regions import region_means
+from alseg_core.active.regions import region_embeddings, region_means
 from alseg_core.active.strategies import pixel_strategies
 from alseg_core.datasets import cityscapes
 from alseg_core.types import IGNORE_INDEX, NUM_CLASSES
@@ -43,6 +43,7 @@ class ScoreParams:
     resolution: str = "feature"  # MC statistics at the head's resolution, or "full"
     pass_memory_mb: float = 128.0  # working memory of the batched head passes
     max_batch_pixels: int = 2048 * 1024  # images per trunk pass: at most this many pixels
+    embed_dim: int = 16  # region feature vectors for diversity (0: none stored)
 
 
 def _downsample(scores: np.ndarray, stride: int) -> np.ndarray:
@@ -64,11 +65,14 @@ def _row(
     pixel: dict[str, np.ndarray],
     regions: np.ndarray | None,
     labelled: np.ndarray | None,
+    embedding: np.ndarray | None = None,
 ) -> dict:
     """One image's row: estimated costs and, per strategy, image and region scores.
 
     pred : (H, W) uint8 prediction; pixel : strategy -> (H, W) scores; regions : (H, W)
-    region map; labelled : (H, W) labelled mask (IGNORE_INDEX = not labelled) or None.
+    region map; labelled : (H, W) labelled mask (IGNORE_INDEX = not labelled) or None;
+    embedding : (k, h, w) projected trunk features -> unit-length float16 vectors per
+    image (``image_embedding``) and per region (``region_embedding``, n_regions x k).
     """
     valid = pred != IGNORE_INDEX
     labelled_px = labelled != IGNORE_INDEX if labelled is not None else None
@@ -86,6 +90,14 @@ def _row(
             else []
         ),
     }
+    if embedding is not None:
+        k = embedding.shape[0]
+        whole = embedding.reshape(k, -1).mean(1)
+        whole = whole / max(float(np.linalg.norm(whole)), 1e-12)
+        row.update(embedding_dim=k, image_embedding=whole.astype(np.float16).tobytes())
+        if regions is not None:
+            per_region = region_embeddings(embedding, regions, n_regions=len(est.region_costs))
+            row["region_embedding"] = per_region.astype(np.float16).tobytes()
     for name, px in pixel.items():
         row[f"image_{name}"] = float(px[valid].mean()) if valid.any() else 0.0
         row[f"region_{name}"] = (
@@ -142,6 +154,7 @@ def score_pool(
                 stats = mc_statistics(
                     model, x, passes=params.mc_passes, generator=generator,
                     resolution=params.resolution, pass_memory_mb=params.pass_memory_mb,
+                    embed_dim=params.embed_dim,
                 )  # fmt: skip
             if params.class_weights is not None:
                 stats = replace(stats, class_weights=torch.tensor(params.class_weights))
@@ -150,6 +163,7 @@ def score_pool(
                 s.name: upsample_scores(s.pixel_scores(stats).float(), size).cpu().numpy()
                 for s in strategies
             }
+            emb = stats.embedding.cpu().numpy() if stats.embedding is not None else None
             ll = None
             if model.loss_module is not None:
                 with torch.inference_mode():
@@ -159,6 +173,7 @@ def score_pool(
                     sample.image_id, prediction[j].astype(np.uint8),
                     {n: v[j] for n, v in pixel.items()},
                     region_maps(sample.image_id), labelled_masks(sample.image_id),
+                    emb[j] if emb is not None else None,
                 )  # fmt: skip
                 row["image_learning_loss"] = float(ll[j]) if ll is not None else float("nan")
                 heat = _downsample(pixel[params.heat_strategy][j], params.heat_stride)

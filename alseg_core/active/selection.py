@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class Candidate:
     est_cost: int
     pixels: int = 0  # valid pixels in the unit (for informative pixels per cost)
     components: tuple[int, ...] | None = None  # unpaid predicted instances it overlaps
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)  # (k,)
 
 
 def candidates_for_image(
@@ -38,12 +39,14 @@ def candidates_for_image(
     labelled_regions: Iterable[int] = (),
     region_pixels: Sequence[int] | None = None,
     region_components: Sequence[Sequence[int]] | None = None,
+    region_embeddings: np.ndarray | None = None,
 ) -> list[Candidate]:
     """The superpixels of one image not yet labelled; NaN scores (no valid pixel) rank last.
 
     region_scores : (n_regions,) float; region_costs : (n_regions,) int estimated costs;
     region_pixels : (n_regions,) valid pixels; region_components : the predicted
-    instances each region overlaps (for ``select_greedy``'s marginal cost).
+    instances each region overlaps (for ``select_greedy``'s marginal cost);
+    region_embeddings : (n_regions, k) feature vectors (for ``select_diverse``).
     """
     if len(region_scores) != len(region_costs):
         raise ValueError(
@@ -57,7 +60,8 @@ def candidates_for_image(
         value = -np.inf if score is None or np.isnan(score) else float(score)
         pixels = int(region_pixels[region]) if region_pixels is not None else 0
         comps = tuple(region_components[region]) if region_components is not None else None
-        out.append(Candidate(image_id, region, value, int(cost), pixels, comps))
+        emb = region_embeddings[region] if region_embeddings is not None else None
+        out.append(Candidate(image_id, region, value, int(cost), pixels, comps, emb))
     return out
 
 
@@ -185,4 +189,58 @@ def select_greedy(
                 if j not in done and other.components and shared & set(other.components):
                     version[j] += 1
                     heapq.heappush(heap, (-_key(other, cost(other), per_cost), j, version[j]))
+    return Chosen(tuple(chosen), budget, spent)
+
+
+def select_diverse(
+    candidates: Sequence[Candidate],
+    budget: int,
+    *,
+    shortlist: float = 3.0,
+    cost_factor: float = 1.0,
+) -> Chosen:
+    """Uncertain and diverse: k-centre greedy over a shortlist of the most uncertain units.
+
+    The shortlist is the highest-scoring units whose (calibrated) estimated costs add up
+    to ``shortlist`` x budget, as in suggestive annotation (Yang et al., MICCAI 2017:
+    the most uncertain, then a representative subset of them). Among those, k-centre
+    greedy (the core-set selection of Sener & Savarese, ICLR 2018): the first unit is the
+    most uncertain; each next one is the unit farthest (Euclidean distance of the
+    ``embedding`` vectors) from every unit chosen so far, ties to the higher score, among
+    those that still fit the budget. Near-duplicates (the same sky in ten regions of one
+    image, or ten frames of one street) are then not bought together.
+    """
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    if shortlist < 1.0:
+        raise ValueError(f"shortlist must be >= 1 (a multiple of the budget), got {shortlist}")
+    missing = [c for c in candidates if c.embedding is None]
+    if missing:
+        raise ValueError(
+            f"diverse selection needs a feature vector per unit; {missing[0].image_id} "
+            f"region {missing[0].region} has none (scores written with al.embed_dim 0 or "
+            "by an older version: score again)"
+        )
+    ordered = sorted(candidates, key=lambda c: (c.image_id, c.region))
+    scores = np.array([-np.inf if np.isnan(c.score) else c.score for c in ordered])
+    ordered = [ordered[i] for i in np.argsort(-scores, kind="stable")]
+    costs = np.array([calibrated_cost(c.est_cost, cost_factor) for c in ordered], np.int64)
+    within = np.cumsum(costs) - costs < shortlist * max(budget, 1)
+    pool = [c for c, keep in zip(ordered, within, strict=True) if keep]
+    if not pool:
+        return Chosen((), budget, 0)
+    emb = np.stack([np.asarray(c.embedding, np.float32) for c in pool])
+    cost = costs[: len(pool)]
+    nearest = np.full(len(pool), np.inf)
+    open_ = np.ones(len(pool), bool)
+    chosen, spent = [], 0
+    while True:
+        fits = open_ & (cost <= budget - spent)
+        if not fits.any():
+            break
+        i = int(np.argmax(np.where(fits, nearest, -1.0)))  # first of equals: higher score
+        chosen.append(pool[i])
+        spent += int(cost[i])
+        open_[i] = False
+        nearest = np.minimum(nearest, np.linalg.norm(emb - emb[i], axis=1))
     return Chosen(tuple(chosen), budget, spent)

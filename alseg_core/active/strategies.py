@@ -27,6 +27,7 @@ from alseg_core.active.selection import (
     Chosen,
     calibrated,
     candidates_for_image,
+    select_diverse,
     select_greedy,
     select_under_budget,
 )
@@ -56,6 +57,7 @@ class Strategy:
     per_cost: bool = False
     marginal_cost: bool = False
     max_per_image: int | None = None
+    diverse: bool = False  # k-centre greedy over a shortlist (``select_diverse``)
     column: str | None = None  # scores-table column (default: the name)
 
     def __post_init__(self) -> None:
@@ -77,7 +79,7 @@ class Strategy:
     @property
     def plain(self) -> bool:
         """Greedy by score with independent costs: the reference's selection."""
-        return not (self.per_cost or self.marginal_cost or self.max_per_image)
+        return not (self.per_cost or self.marginal_cost or self.max_per_image or self.diverse)
 
     def pixel_scores(self, stats: PixelStats) -> Any:
         """(N, H, W) scores; numpy in (``PixelStats.from_samples``) gives torch out."""
@@ -114,6 +116,8 @@ class Strategy:
             )  # fmt: skip
             picked = tuple(raw[(c.image_id, c.region)] for c in chosen.candidates)
             return Chosen(picked, chosen.budget, chosen.spent)
+        if self.diverse:
+            return select_diverse(candidates, budget, cost_factor=cost_factor)
         return select_greedy(
             candidates, budget, per_cost=self.per_cost, marginal_cost=self.marginal_cost,
             max_per_image=self.max_per_image, cost_factor=cost_factor,
@@ -146,9 +150,11 @@ class Strategy:
             if unit == IMAGE_UNIT:
                 score = 0.0 if self.random_order else _column(row, f"image_{column}")
                 pixels = int(row.get("height", 0)) * int(row.get("width", 0))
+                emb = _embedding(row, "image_embedding") if self.diverse else None
                 out.append(
-                    Candidate(image_id, -1, float(score), int(row["image_est_cost"]), pixels)
-                )
+                    Candidate(image_id, -1, float(score), int(row["image_est_cost"]), pixels,
+                              embedding=emb)
+                )  # fmt: skip
                 continue
             costs = row["region_est_cost"]
             scores = [0.0] * len(costs) if self.random_order else _column(row, f"region_{column}")
@@ -156,8 +162,22 @@ class Strategy:
                 image_id, scores, costs, labelled_regions=state.labelled_regions(image_id),
                 region_pixels=row.get("region_pixels"),
                 region_components=row.get("region_components") if self.marginal_cost else None,
+                region_embeddings=(
+                    _embedding(row, "region_embedding").reshape(len(costs), -1)
+                    if self.diverse else None
+                ),
             )  # fmt: skip
         return out
+
+
+def _embedding(row: Mapping, key: str) -> np.ndarray:
+    """A float16 feature-vector column of the scores table, as float32."""
+    if row.get(key) is None:
+        raise ValueError(
+            f"{row.get('image_id')}: scores have no {key!r} (written with al.embed_dim 0 or "
+            "by an older version: score again) but the strategy selects for diversity"
+        )
+    return np.frombuffer(row[key], np.float16).astype(np.float32)
 
 
 def _column(row: Mapping, key: str) -> Any:
@@ -265,6 +285,12 @@ def _register_builtins() -> None:
             column="mc_variance_balanced",
             description="class-balanced MC variance per cost, marginal cost, at most "
             f"{MAX_PER_IMAGE} units of one image a round",
+        ),
+        Strategy(
+            "mc_variance_diverse", lazy("mc_variance"), needs_mc=True, diverse=True,
+            column="mc_variance",
+            description="k-centre greedy (Sener & Savarese 2018) on trunk features over the "
+            "most MC-variant units worth 3x the budget (Yang et al. 2017)",
         ),
     ):  # fmt: skip
         register_strategy(strategy)
