@@ -196,7 +196,7 @@ def mc_statistics(
     images     : (N, 3, H, W) on the model's device; ``generator`` on that device too.
     resolution : "feature" (default): the statistics (and ``logits``) are at the head's
                  own resolution, (N, C, h, w); "full": at the image size (N, C, H, W).
-    embed_dim  : > 0: ``embedding`` holds the first feature map projected to that many
+    embed_dim  : > 0: ``embedding`` holds the last feature map projected to that many
                  channels (a fixed random projection, :func:`feature_embedding`), for
                  diversity-aware selection.
     """
@@ -220,7 +220,7 @@ def mc_statistics(
         done += k
     stats = acc.stats(logits.float())
     if embed_dim > 0:
-        stats = replace(stats, embedding=feature_embedding(features[0], embed_dim))
+        stats = replace(stats, embedding=feature_embedding(features[-1], embed_dim))
     return stats
 
 
