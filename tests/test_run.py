@@ -161,3 +161,33 @@ def test_a_run_folder_from_before_a_new_setting_still_resumes(tmp_path):
                               "data": {"root": str(tmp_path)}})  # fmt: skip
     with pytest.raises(ValueError, match=r"other settings \(al.plateau_chunks\)"):
         _check_run_settings(other)
+
+
+def test_run_with_the_diverse_strategy_selects_what_select_diverse_picks(
+    synthetic_root, tmp_path, capsys
+):
+    """Through the whole round engine: the score step stores region embeddings and the
+    select step buys exactly the k-centre choice over them (not the plain ranking)."""
+    import pyarrow.parquet as pq
+
+    from alseg_core.active.selection import select_diverse
+    from alseg_core.active.strategies import get_strategy
+
+    out = tmp_path / "run_diverse"
+    args = [
+        "--no-progress", "run", "--root", str(synthetic_root), "--store", str(tmp_path / "sp"),
+        "--out", str(out), "--rounds", "1", "--initial-images", "3", "--budget", "40",
+        "--train-steps", "3", "--mc-passes", "2", "--model", "lraspp_mobilenet_v3_large",
+        "--unit", "superpixel", "--strategy", "mc_variance_diverse",
+    ]  # fmt: skip
+    assert main(args) == 0
+    selection = storage.read_json(str(out / "r1" / "selection.json"))
+    bought = {(i["image_id"], r) for i in selection["items"] for r in i["regions"]}
+    assert bought and selection["estimated_spent"] <= 40
+    rows = pq.read_table(out / "r1" / "scores.parquet").to_pylist()
+    assert all(len(r["region_embedding"]) == 2 * 16 * len(r["region_est_cost"]) for r in rows)
+    state = load_state(str(out / "r0" / "labelled"))
+    cands = get_strategy("mc_variance_diverse").candidates(rows, state, unit="superpixel")
+    factor = selection["cost_calibration"]["factor"]
+    expected = select_diverse(cands, 40, cost_factor=factor).candidates
+    assert bought == {(c.image_id, c.region) for c in expected}
