@@ -218,8 +218,8 @@ def select_diverse(
     if missing:
         raise ValueError(
             f"diverse selection needs a feature vector per unit; {missing[0].image_id} "
-            f"region {missing[0].region} has none (scores written with al.embed_dim 0 or "
-            "by an older version: score again)"
+            f"region {missing[0].region} has none (scores written without embeddings, "
+            "ScoreParams.embed_dim 0, or by an older version: score again)"
         )
     ordered = sorted(candidates, key=lambda c: (c.image_id, c.region))
     scores = np.array([-np.inf if np.isnan(c.score) else c.score for c in ordered])

@@ -174,8 +174,8 @@ def _embedding(row: Mapping, key: str) -> np.ndarray:
     """A float16 feature-vector column of the scores table, as float32."""
     if row.get(key) is None:
         raise ValueError(
-            f"{row.get('image_id')}: scores have no {key!r} (written with al.embed_dim 0 or "
-            "by an older version: score again) but the strategy selects for diversity"
+            f"{row.get('image_id')}: scores have no {key!r} (ScoreParams.embed_dim 0, or "
+            "an older version: score again) but the strategy selects for diversity"
         )
     return np.frombuffer(row[key], np.float16).astype(np.float32)
 
