@@ -182,7 +182,11 @@ def step_timing(workdir: Path, model: str, n: int, threads: int) -> dict:
 
 
 def ranking_agreement(
-    workdir: Path, threads: int, n_images: int = 12, size: tuple[int, int] = (128, 256)
+    workdir: Path,
+    threads: int,
+    n_images: int = 12,
+    size: tuple[int, int] = (128, 256),
+    passes: int = 20,
 ) -> dict:
     """Spearman correlation of per-superpixel mean MC variance, feature vs full
     resolution, on a model trained on the synthetic default (100 regions per image),
@@ -231,7 +235,7 @@ def ranking_agreement(
         x = to_tensor(image)[None]
         means = {
             (r, s): region_means(mc_dropout_scores(
-                model, x, passes=20, generator=torch.Generator().manual_seed(n + 1000 * s),
+                model, x, passes=passes, generator=torch.Generator().manual_seed(n + 1000 * s),
                 resolution=r)["mc_variance"][0].numpy(), regions)
             for r in ("feature", "full") for s in (0, 1)
         }  # fmt: skip
@@ -282,8 +286,8 @@ def main() -> None:
     }  # fmt: skip
     for m, r in steps.items():
         print(f"score step vs predict, {m}: {r}", flush=True)
-    ranking = {f"{h}x{w}": ranking_agreement(work, args.threads, size=(h, w))
-               for h, w in ((128, 256), (512, 1024))}  # fmt: skip
+    ranking = {f"{h}x{w}, D={d}": ranking_agreement(work, args.threads, size=(h, w), passes=d)
+               for h, w, d in ((128, 256, 20), (128, 256, 100), (512, 1024, 20))}  # fmt: skip
     print(f"region ranking agreement: {ranking}", flush=True)
     report = render(table, steps, ranking, time.perf_counter() - start)
     out = Path(args.out)
@@ -358,11 +362,11 @@ def render(table: dict, steps: dict, ranking: dict, seconds: float) -> str:
                 f"| {m} | {p['seconds_per_image']:.2f} s, {p['peak_mb']:.0f} MiB | "
                 f"{s['seconds_per_image']:.2f} s, {s['peak_mb']:.0f} MiB | {r['ratio']:.2f}x |"
             )
-    lines += ["", "Region rankings (mean MC variance per superpixel, 100 per image, D=20, "
+    lines += ["", "Region rankings (mean MC variance per superpixel, 100 per image, "
               "LR-ASPP trained 6 epochs on the synthetic default at 128x256), Spearman "
               "feature vs full resolution with the same masks; beside it the repeatability "
               "of each mode (the same mode, other masks), the agreement MC noise allows:", "",
-              "| scenes rendered at | images | feature vs full (mean, min) | full vs full, "
+              "| scenes rendered at, passes | images | feature vs full (mean, min) | full vs full, "
               "other masks | feature vs feature, other masks |",
               "|---|---|---|---|---|"]  # fmt: skip
     for size, r in ranking.items():
