@@ -107,7 +107,7 @@ def dask_client(executor: Executor) -> Any:
         else:
             cluster = LocalCluster(
                 n_workers=executor.n_workers, threads_per_worker=1, host="127.0.0.1",
-                dashboard_address=None, processes=True,
+                dashboard_address="127.0.0.1:0", processes=True,  # None serves 8787 (dask#8136)
             )  # fmt: skip
             _CLUSTERS[executor.n_workers] = cluster
             _CLIENTS[key] = Client(cluster, set_as_default=False)

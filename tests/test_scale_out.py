@@ -31,7 +31,7 @@ def cluster(s3_endpoint):
     from distributed import LocalCluster
 
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
     ) as c:
         yield c.scheduler_address  # tcp://127.0.0.1:<port>
 
@@ -157,7 +157,7 @@ def test_a_worker_killed_mid_step_costs_its_shard_and_a_rerun_gives_the_same_byt
     reference = SuperpixelStore(str(tmp_path / "reference"), PARAMS)
     reference.update(pairs, workers=1, shard_size=3)
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None) as c, Client(c) as client:  # fmt: skip
+                      dashboard_address="127.0.0.1:0") as c, Client(c) as client:  # fmt: skip
         victim = sorted(client.scheduler_info()["workers"])[0]
         # The victim SIGKILLs itself inside its second part write (after one shard).
         client.run(faults.arm, 2, workers=[victim])
