@@ -91,10 +91,11 @@ def _row(
         ),
     }
     if embedding is not None:
-        k = embedding.shape[0]
-        whole = embedding.reshape(k, -1).mean(1)
-        whole = whole / max(float(np.linalg.norm(whole)), 1e-12)
-        row.update(embedding_dim=k, image_embedding=whole.astype(np.float16).tobytes())
+        one_region = np.zeros(embedding.shape[1:], np.int64)  # the image: every cell alike
+        whole = region_embeddings(embedding, one_region)[0]
+        row.update(
+            embedding_dim=embedding.shape[0], image_embedding=whole.astype(np.float16).tobytes()
+        )
         if regions is not None:
             per_region = region_embeddings(embedding, regions, n_regions=len(est.region_costs))
             row["region_embedding"] = per_region.astype(np.float16).tobytes()

@@ -72,6 +72,13 @@ class Chosen:
     spent: int
 
 
+def by_score(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Best score first, NaN last; ties in (image id, region) order, whatever the input's."""
+    ordered = sorted(candidates, key=lambda c: (c.image_id, c.region))
+    scores = np.array([-np.inf if np.isnan(c.score) else c.score for c in ordered])
+    return [ordered[i] for i in np.argsort(-scores, kind="stable")]
+
+
 def select_under_budget(
     candidates: Sequence[Candidate],
     budget: int,
@@ -87,13 +94,11 @@ def select_under_budget(
     """
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
-    ordered = sorted(candidates, key=lambda c: (c.image_id, c.region))
     if rng is not None:
-        order = rng.permutation(len(ordered))
-        ordered = [ordered[i] for i in order]
+        ordered = sorted(candidates, key=lambda c: (c.image_id, c.region))
+        ordered = [ordered[i] for i in rng.permutation(len(ordered))]
     else:
-        scores = np.array([-np.inf if np.isnan(c.score) else c.score for c in ordered])
-        ordered = [ordered[i] for i in np.argsort(-scores, kind="stable")]
+        ordered = by_score(candidates)
     chosen, spent = [], 0
     for cand in ordered:
         if spent >= budget:
@@ -221,9 +226,7 @@ def select_diverse(
             f"region {missing[0].region} has none (scores written without embeddings, "
             "ScoreParams.embed_dim 0, or by an older version: score again)"
         )
-    ordered = sorted(candidates, key=lambda c: (c.image_id, c.region))
-    scores = np.array([-np.inf if np.isnan(c.score) else c.score for c in ordered])
-    ordered = [ordered[i] for i in np.argsort(-scores, kind="stable")]
+    ordered = by_score(candidates)
     costs = np.array([calibrated_cost(c.est_cost, cost_factor) for c in ordered], np.int64)
     within = np.cumsum(costs) - costs < shortlist * max(budget, 1)
     pool = [c for c, keep in zip(ordered, within, strict=True) if keep]

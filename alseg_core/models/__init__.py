@@ -14,14 +14,7 @@ from alseg_core.models.registry import MODEL_REGISTRY, register_model
 
 _TORCH = {"DropoutHead", "SegmentationModel", "build_model", "class_map"}
 
-__all__ = [
-    "MODEL_REGISTRY",
-    "DropoutHead",
-    "SegmentationModel",
-    "build_model",
-    "class_map",
-    "register_model",
-]
+__all__ = ["MODEL_REGISTRY", "register_model", *sorted(_TORCH)]
 
 
 def __getattr__(name: str) -> Any:
