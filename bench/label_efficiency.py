@@ -13,7 +13,7 @@ and ``<out>.md`` (mIoU at 10/25/50 % of full cost as % of the ceiling, the cost 
 to reach 95 % of it, and whether superpixel MC variance beats random at every round by
 more than one std).
 
-    .venv/bin/python bench/label_efficiency.py --preset quick   # ~75 min on 2 CPU cores (aim: < 60)
+    .venv/bin/python bench/label_efficiency.py --preset quick   # < 60 min on 2 CPU cores
     .venv/bin/python bench/label_efficiency.py --preset full    # GPU: DRN-D-22, 10 rounds
 """
 
@@ -46,18 +46,20 @@ VARIANTS: dict[str, dict] = {
 
 PRESETS: dict[str, dict] = {
     # Sized from measured throughput on 2 CPU cores: LR-ASPP trains ~55 images/s at
-    # 64x128, so a 200-step round trains in ~30 s (up to 3x with the plateau rule);
-    # 6 trainings + 5 scorings per run, 18 runs two at a time + 3 ceilings trained to a
-    # plateau. The superpixel seed round (measured at fd50b2b: it costs more per pixel)
-    # runs in ``standard``.
+    # 64x128, so a 200-step chunk trains in ~27 s with two runs sharing the cores; 5
+    # trainings (up to 2 chunks each) + 4 scorings per run, 18 runs two at a time + 3
+    # ceilings trained to a plateau (~10 min). 5 rounds of 1200 with up to 3 chunks took
+    # 73 min at 117bb8c; 4 rounds of 1500 cover the same ~55-63 % of full cost. The
+    # superpixel seed round (measured at fd50b2b: it costs more per pixel) runs in
+    # ``standard``.
     "quick": {
         "synthetic": {"n_train": 300, "n_val": 50, "height": 64, "width": 128, "seed": 0},
         "superpixels": {"compactness": 0.02},
         "model": {"name": "lraspp_mobilenet_v3_large"},
-        # Each round trains 200 steps, then on in chunks of 200 until val mIoU gains
-        # < 0.005 (at most 2 more): the same rule for every strategy.
-        "al": {"rounds": 5, "initial_images": 20, "budget_per_round": 1200, "mc_passes": 10,
-               "train_steps": 200, "plateau_chunks": 2, "plateau_tol": 0.005},
+        # Each round trains 200 steps, then a chunk of 200 more unless val mIoU gained
+        # < 0.005 in the first: the same rule for every strategy.
+        "al": {"rounds": 4, "initial_images": 20, "budget_per_round": 1500, "mc_passes": 10,
+               "train_steps": 200, "plateau_chunks": 1, "plateau_tol": 0.005},
         "runs": [("image", "random"), ("image", "mc_variance"), ("superpixel", "random"),
                  ("superpixel", "mc_variance"), ("superpixel", "mc_variance_plus"),
                  ("superpixel", "mc_variance_diverse")],
