@@ -120,37 +120,72 @@ def test_learning_loss_module_ranks_and_round_trips(tmp_path):
     assert build_model("drn_d_22").loss_module is None
 
 
-def test_head_mc_passes_are_dropout_of_the_features_through_the_classifier():
-    """The batched MC head (mask buffers reused, classifier as a matrix product, 1/keep
-    folded into the weights) equals dropout written out: mask * feat / keep -> conv2d,
-    pass by pass, with the masks drawn from the same bytes; a reused workspace changes
+@pytest.mark.parametrize("dropout", [0.5, 0.3])
+def test_head_mc_passes_are_dropout_of_the_features_through_the_classifier(dropout):
+    """The batched MC head (mask buffers reused, the two LR-ASPP maps fused into one
+    classifier over their concatenation, classifier as a matrix product, 1/keep folded
+    into the weights) equals dropout written out: mask * feat / keep -> conv2d per map,
+    summed, pass by pass, with the masks drawn from the same random bits (p = 0.5: one
+    bit per mask; otherwise one byte, kept below 256 x keep); a reused workspace changes
     nothing."""
     torch.manual_seed(0)
-    model = build_model("lraspp_mobilenet_v3_large", num_classes=5, dropout=0.5).eval()
+    model = build_model("lraspp_mobilenet_v3_large", num_classes=5, dropout=dropout).eval()
     head = model.head
+    keep_p = round(256 * (1 - dropout)) / 256
     with torch.no_grad():
         feats = model.trunk(torch.randn(2, 3, 64, 96))
+        cat = torch.cat(feats, 1)
         work: dict = {}
         for passes in (3, 1):  # the buffers grown for 3 passes serve 1 pass after
             got = head(feats, None, generator=torch.Generator().manual_seed(7), passes=passes,
                        workspace=work)  # fmt: skip
             g = torch.Generator().manual_seed(7)
-            expected = None
-            for feat, conv in zip(feats, head.classifiers, strict=True):
-                n = feat.numel() * passes
+            n = cat.numel() * passes
+            if dropout == 0.5:
+                words = torch.randint(-(2**63), 2**63 - 1, ((n + 63) // 64,), generator=g)
+                byte = words.view(torch.uint8)[: (n + 7) // 8].long()
+                keep = ((byte.unsqueeze(1) >> torch.arange(8)) & 1).flatten()[:n].bool()
+            else:
                 words = torch.randint(-(2**63), 2**63 - 1, ((n + 7) // 8,), generator=g)
-                keep = (words.view(torch.uint8)[:n] < 128).view(passes, *feat.shape)
-                dropped = (keep * feat.unsqueeze(0) * 2.0).flatten(0, 1)
-                out = torch.nn.functional.conv2d(dropped, conv.weight, conv.bias)
-                if out.shape[-2:] != feats[0].shape[-2:]:
-                    out = torch.nn.functional.interpolate(
-                        out, size=feats[0].shape[-2:], mode="bilinear", align_corners=False
-                    )
+                keep = words.view(torch.uint8)[:n] < round(256 * keep_p)
+            dropped = (keep.view(passes, *cat.shape) * cat.unsqueeze(0) / keep_p).flatten(0, 1)
+            expected, start = None, 0
+            for feat, conv in zip(feats, head.classifiers, strict=True):
+                part = dropped[:, start : start + feat.shape[1]]
+                out = torch.nn.functional.conv2d(part, conv.weight, conv.bias)
                 expected = out if expected is None else expected + out
+                start += feat.shape[1]
             assert got.shape == (passes * 2, 5, *feats[0].shape[-2:])
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-        assert {k for k in work} == {"f0words", "f0keep", "f0dropped", "f1words", "f1keep",
-                                     "f1dropped"}  # fmt: skip
+        # p = 0.5 keeps half the features; the buffers were reused, not regrown
+        assert keep.float().mean().item() == pytest.approx(keep_p, abs=0.01)
+        assert work["catwords"].numel() == ((cat.numel() * 3 + 63) // 64 if dropout == 0.5
+                                            else (cat.numel() * 3 + 7) // 8)  # fmt: skip
+
+
+def test_head_mc_passes_on_maps_of_two_resolutions_are_not_fused():
+    """Maps at different resolutions keep one mask draw and classifier each, the second
+    map's logits upsampled to the first's resolution (the unfused path)."""
+    from alseg_core.models.base import DropoutHead
+
+    torch.manual_seed(0)
+    head = DropoutHead([4, 6], 3, dropout=0.5).eval()
+    feats = (torch.randn(1, 4, 8, 8), torch.randn(1, 6, 4, 4))
+    with torch.no_grad():
+        got = head(feats, None, generator=torch.Generator().manual_seed(3), passes=2)
+        g = torch.Generator().manual_seed(3)
+        expected = None
+        for feat, conv in zip(feats, head.classifiers, strict=True):
+            n = feat.numel() * 2
+            words = torch.randint(-(2**63), 2**63 - 1, ((n + 63) // 64,), generator=g)
+            byte = words.view(torch.uint8)[: (n + 7) // 8].long()
+            keep = ((byte.unsqueeze(1) >> torch.arange(8)) & 1).flatten()[:n].bool()
+            dropped = (keep.view(2, *feat.shape) * feat.unsqueeze(0) * 2.0).flatten(0, 1)
+            out = torch.nn.functional.conv2d(dropped, conv.weight, conv.bias)
+            out = torch.nn.functional.interpolate(out, size=(8, 8), mode="bilinear",
+                                                  align_corners=False)  # fmt: skip
+            expected = out if expected is None else expected + out
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_class_map_is_argmax_over_classes_first_of_equals():
