@@ -120,6 +120,13 @@ def test_learning_loss_module_ranks_and_round_trips(tmp_path):
     assert build_model("drn_d_22").loss_module is None
 
 
+def _bit_masks(g: torch.Generator, n: int) -> torch.Tensor:
+    """n keep-masks at p = 0.5 written out: one bit of the 64-bit draws each, low first."""
+    words = torch.randint(-(2**63), 2**63 - 1, ((n + 63) // 64,), generator=g)
+    byte = words.view(torch.uint8)[: (n + 7) // 8].long()
+    return ((byte.unsqueeze(1) >> torch.arange(8)) & 1).flatten()[:n].bool()
+
+
 @pytest.mark.parametrize("dropout", [0.5, 0.3])
 def test_head_mc_passes_are_dropout_of_the_features_through_the_classifier(dropout):
     """The batched MC head (mask buffers reused, the two LR-ASPP maps fused into one
@@ -142,9 +149,7 @@ def test_head_mc_passes_are_dropout_of_the_features_through_the_classifier(dropo
             g = torch.Generator().manual_seed(7)
             n = cat.numel() * passes
             if dropout == 0.5:
-                words = torch.randint(-(2**63), 2**63 - 1, ((n + 63) // 64,), generator=g)
-                byte = words.view(torch.uint8)[: (n + 7) // 8].long()
-                keep = ((byte.unsqueeze(1) >> torch.arange(8)) & 1).flatten()[:n].bool()
+                keep = _bit_masks(g, n)
             else:
                 words = torch.randint(-(2**63), 2**63 - 1, ((n + 7) // 8,), generator=g)
                 keep = words.view(torch.uint8)[:n] < round(256 * keep_p)
@@ -177,9 +182,7 @@ def test_head_mc_passes_on_maps_of_two_resolutions_are_not_fused():
         expected = None
         for feat, conv in zip(feats, head.classifiers, strict=True):
             n = feat.numel() * 2
-            words = torch.randint(-(2**63), 2**63 - 1, ((n + 63) // 64,), generator=g)
-            byte = words.view(torch.uint8)[: (n + 7) // 8].long()
-            keep = ((byte.unsqueeze(1) >> torch.arange(8)) & 1).flatten()[:n].bool()
+            keep = _bit_masks(g, n)
             dropped = (keep.view(2, *feat.shape) * feat.unsqueeze(0) * 2.0).flatten(0, 1)
             out = torch.nn.functional.conv2d(dropped, conv.weight, conv.bias)
             out = torch.nn.functional.interpolate(out, size=(8, 8), mode="bilinear",
