@@ -49,7 +49,7 @@ PRESETS: dict[str, dict] = {
     # 64x128, so a 200-step chunk trains in ~27 s with two runs sharing the cores; 5
     # trainings (up to 2 chunks each) + 4 scorings per run, 18 runs two at a time + 3
     # ceilings trained to a plateau (~10 min). 5 rounds of 1200 with up to 3 chunks took
-    # 73 min at 117bb8c; 4 rounds of 1500 cover the same ~55-63 % of full cost. The
+    # 73 min at 117bb8c; 4 rounds of 1500 cover the same 52-63 % of full cost. The
     # superpixel seed round (measured at fd50b2b: it costs more per pixel) runs in
     # ``standard``.
     "quick": {

@@ -103,12 +103,10 @@ class DropoutHead(nn.Module):
         cat = cat.view(n, channels, h, w)
         torch.cat(features, dim=1, out=cat)
         dropped, scale = self._mc_drop(cat, generator, passes, work, "cat")
-        weight = torch.cat([c.weight.flatten(1) for c in self.classifiers], dim=1) * scale
-        out = torch.matmul(weight, dropped.reshape(passes * n, channels, h * w))
+        weight = torch.cat([c.weight.flatten(1) for c in self.classifiers], dim=1)
         biases = [c.bias for c in self.classifiers if c.bias is not None]
-        if biases:
-            out = out + torch.stack(biases).sum(0).view(1, -1, 1)
-        return out.view(passes * n, -1, h, w)
+        bias = torch.stack(biases).sum(0) if biases else None
+        return _matmul_1x1(weight, bias, dropped, scale)
 
     def _mc_drop(
         self,
@@ -133,24 +131,23 @@ class DropoutHead(nn.Module):
             return feat.repeat(passes, *([1] * (feat.ndim - 1))), 1.0
         threshold = max(1, min(256, round(256 * (1.0 - p))))
         n = feat.numel() * passes
-        if threshold == 128:
-            n_bytes = (n + 7) // 8
-            words = _buffer(work, key + "words", (n_bytes + 7) // 8, torch.int64, feat.device)
-            words.random_(-(2**63), 2**63 - 1, generator=generator)
+        one_bit = threshold == 128
+        n_bytes = (n + 7) // 8 if one_bit else n
+        words = _buffer(work, key + "words", (n_bytes + 7) // 8, torch.int64, feat.device)
+        words.random_(-(2**63), 2**63 - 1, generator=generator)
+        random_bytes = words.view(torch.uint8)[:n_bytes]
+        if one_bit:
             index = _buffer(work, key + "index", n_bytes, torch.int32, feat.device)
-            index.copy_(words.view(torch.uint8)[:n_bytes])
+            index.copy_(random_bytes)
             masks = _buffer(work, key + "dropped", n_bytes * 8, feat.dtype, feat.device)
             torch.index_select(_bit_table(feat.dtype, feat.device), 0, index,
                                out=masks.view(n_bytes, 8))  # fmt: skip
-            dropped = masks[:n].view(passes, *feat.shape).mul_(feat.unsqueeze(0))
-            return dropped.flatten(0, 1), 2.0
-        words = _buffer(work, key + "words", (n + 7) // 8, torch.int64, feat.device)
-        words.random_(-(2**63), 2**63 - 1, generator=generator)
-        keep = _buffer(work, key + "keep", n, torch.bool, feat.device)
-        torch.lt(words.view(torch.uint8)[:n], threshold, out=keep)
-        dropped = _buffer(work, key + "dropped", n, feat.dtype, feat.device)
-        dropped = dropped.view(passes, *feat.shape)
-        dropped.copy_(keep.view(passes, *feat.shape)).mul_(feat.unsqueeze(0))
+        else:
+            keep = _buffer(work, key + "keep", n, torch.bool, feat.device)
+            torch.lt(random_bytes, threshold, out=keep)
+            masks = _buffer(work, key + "dropped", n, feat.dtype, feat.device)
+            masks.copy_(keep)
+        dropped = masks[:n].view(passes, *feat.shape).mul_(feat.unsqueeze(0))
         return dropped.flatten(0, 1), 256.0 / threshold
 
 
@@ -185,13 +182,20 @@ def _classify(classifier: nn.Module, x: torch.Tensor, scale: float = 1.0) -> tor
     """
     if not _is_plain_1x1(classifier):
         return classifier(x * scale if scale != 1.0 else x)
+    return _matmul_1x1(classifier.weight.flatten(1), classifier.bias, x, scale)
+
+
+def _matmul_1x1(
+    weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """A 1x1 convolution as one matrix product: (K, C) weights, scaled by ``scale``,
+    over (N, C, h, w) -> (N, K, h, w)."""
     n, c, h, w = x.shape
-    weight = classifier.weight.view(classifier.out_channels, c)
     if scale != 1.0:
         weight = weight * scale
     out = torch.matmul(weight, x.reshape(n, c, h * w))
-    if classifier.bias is not None:
-        out = out + classifier.bias.view(1, -1, 1)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1)
     return out.view(n, -1, h, w)
 
 
