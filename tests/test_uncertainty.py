@@ -125,6 +125,28 @@ def test_batched_head_passes_equal_one_at_a_time():
     assert stats[1].mean_probs.shape == (2, 4, 4, 4)  # at the head's resolution (stride 8)
 
 
+@pytest.mark.parametrize("name", ["drn_d_22", "lraspp_mobilenet_v3_large"])
+def test_a_workspace_kept_across_calls_changes_no_statistic(name):
+    """The head's buffers kept by the caller across batches (larger, then smaller, then
+    larger again: stale bytes left in a grown buffer) give the bytes of fresh buffers."""
+    from alseg_core.active.scorers import mc_statistics
+
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=4)
+    workspace: dict = {}
+    for n, seed in ((3, 1), (1, 2), (2, 3)):
+        x = torch.randn(n, 3, 32, 48, generator=torch.Generator().manual_seed(seed))
+        kept, fresh = (
+            mc_statistics(model, x, passes=4, generator=torch.Generator().manual_seed(seed),
+                          workspace=ws)
+            for ws in (workspace, None)
+        )  # fmt: skip
+        for field in ("mean_probs", "mean_sq_probs", "mean_entropy"):
+            assert torch.equal(getattr(kept, field), getattr(fresh, field)), (n, field)
+        assert kept.mean_probs.shape[0] == n
+    assert workspace  # the head did keep its buffers there
+
+
 def test_mc_dropout_draws_from_the_generator_passed_in_not_global_state():
     torch.manual_seed(0)
     model = build_model("drn_d_22", num_classes=4)

@@ -141,6 +141,7 @@ def score_pool(
     bar = progress_bar(len(samples), "score", enabled=progress)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     position = offset
+    workspace: dict = {}  # the head's MC buffers, kept across batches
     for batch, images in background(image_batches(samples, params.batch_size)):
         per_pass = max(
             1, params.max_batch_pixels // max(1, images[0].shape[0] * images[0].shape[1])
@@ -155,7 +156,7 @@ def score_pool(
                 stats = mc_statistics(
                     model, x, passes=params.mc_passes, generator=generator,
                     resolution=params.resolution, pass_memory_mb=params.pass_memory_mb,
-                    embed_dim=params.embed_dim,
+                    embed_dim=params.embed_dim, workspace=workspace,
                 )  # fmt: skip
             if params.class_weights is not None:
                 stats = replace(stats, class_weights=torch.tensor(params.class_weights))
