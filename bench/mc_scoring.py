@@ -126,8 +126,9 @@ def _child(model: str, size: tuple[int, int], method: str, threads: int) -> dict
 
 #: The cells of the headline ratios, each measured in this many processes (the median
 #: kept): a process's resident memory after the same warm-up varies by up to ~300 MiB
-#: at 1024x2048 (allocator state), and its speed by ~10 %.
-PROCESSES = {"one_pass": 3, "ours_d10": 3, "ours_d40": 3}
+#: at 1024x2048 (allocator state), and its speed by 10-25 % (one LR-ASPP pass at
+#: 1024x2048 took 0.79-0.99 s in three processes of one run).
+PROCESSES = {"one_pass": 5, "ours_d10": 5, "ours_d40": 5}
 
 
 def _cells(model: str, size: tuple[int, int], methods: list[str], threads: int) -> dict:
@@ -344,7 +345,7 @@ def render(table: dict, steps: dict, ranking: dict, seconds: float) -> str:
         "",
         f"Machine: {describe()}; code {_commit()}; {seconds / 60:.1f} min. One image, random "
         "weights, each cell its own process (peak RSS of that process, model included); "
-        "one pass and ours: the median of 3 processes (interleaved), each the fastest of its "
+        "one pass and ours: the median of 5 processes (interleaved), each the fastest of its "
         "runs (2, or up to 6 within 3 s for a fast cell); ours keeps the head's buffers from "
         "run to run as `alseg score` does from batch to batch.",
         "",

@@ -168,6 +168,41 @@ def test_head_mc_passes_are_dropout_of_the_features_through_the_classifier(dropo
                                             else (cat.numel() * 3 + 7) // 8)  # fmt: skip
 
 
+def test_fused_head_concatenates_once_per_trunk_pass_and_never_reuses_stale_features():
+    """The chunks of one trunk pass share one concatenation of the maps when the caller
+    vouches that the features stay unchanged (``fixed_features``, as ``mc_statistics``
+    does); other features of the same shape, or features not vouched for (changed in
+    place), are concatenated again: each such call equals one with a fresh workspace."""
+    torch.manual_seed(0)
+    head = build_model("lraspp_mobilenet_v3_large", num_classes=3).eval().head
+    work: dict = {}
+
+    def both(feats):
+        kept, fresh = (
+            head(feats, None, generator=torch.Generator().manual_seed(1), passes=2, workspace=w)
+            for w in (work, {})
+        )  # fmt: skip
+        return kept, fresh
+
+    with torch.no_grad():
+        first = (torch.randn(1, 40, 4, 6), torch.randn(1, 128, 4, 6))
+        kept, fresh = both(first)
+        assert torch.equal(kept, fresh)
+        work["fixed_features"] = first
+        assert torch.equal(both(first)[0], fresh)
+        work["cat"].fill_(float("nan"))  # poison the kept concatenation
+        again = head(first, None, generator=torch.Generator().manual_seed(1), passes=2,
+                     workspace=work)  # fmt: skip
+        assert torch.isnan(again).all()  # the same features: not concatenated again
+        second = (torch.randn(1, 40, 4, 6), torch.randn(1, 128, 4, 6))  # same shapes
+        kept, fresh = both(second)
+        assert torch.equal(kept, fresh) and not torch.isnan(kept).any()
+        before = kept
+        second[1].mul_(-2.0)  # the same tensors changed in place, not vouched for
+        kept, fresh = both(second)
+        assert torch.equal(kept, fresh) and not torch.equal(kept, before)
+
+
 def test_head_mc_passes_on_maps_of_two_resolutions_are_not_fused():
     """Maps at different resolutions keep one mask draw and classifier each, the second
     map's logits upsampled to the first's resolution (the unfused path)."""

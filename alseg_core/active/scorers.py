@@ -189,7 +189,7 @@ def mc_statistics(
     resolution: str = "feature",
     pass_memory_mb: float = 128.0,
     embed_dim: int = 0,
-    workspace: dict[str, torch.Tensor] | None = None,
+    workspace: dict[str, Any] | None = None,
 ) -> PixelStats:
     """One deterministic pass and ``passes`` dropout passes of the head over one trunk pass.
 
@@ -216,15 +216,19 @@ def mc_statistics(
     logits = model.head(features, size)
     n = images.shape[0]
     chunk = passes_per_chunk(features, tuple(logits.shape), passes, pass_memory_mb)
+    chunk = -(-passes // -(-passes // chunk))  # as many chunks, of even sizes (5+5, not 9+1)
     acc = MCAccumulator()
     if workspace is None:
         workspace = {}  # the head's mask buffers, reused by each chunk of this call
+    workspace["fixed_features"] = features  # unchanged over the chunks (see the head)
     done = 0
     while done < passes:
         k = min(chunk, passes - done)
         out = model.head(features, size, generator=generator, passes=k, workspace=workspace)
         acc.update_many(torch.softmax(out.float(), dim=1).view(k, n, *out.shape[1:]))
         done += k
+    for key in ("fixed_features", "cat_of"):  # this call's features: freed with the call
+        workspace.pop(key, None)
     stats = acc.stats(logits.float())
     if embed_dim > 0:
         stats = replace(stats, embedding=feature_embedding(features[-1], embed_dim))
@@ -264,7 +268,7 @@ def mc_dropout_scores(
     passes: int,
     generator: torch.Generator,
     resolution: str = "feature",
-    workspace: dict[str, torch.Tensor] | None = None,
+    workspace: dict[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The built-in pixel scores of a batch and the deterministic 'prediction', each
     (N, H, W) at the image size (computed at ``resolution``, see :func:`mc_statistics`;

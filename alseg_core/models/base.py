@@ -9,6 +9,7 @@ MC dropout runs the trunk once per batch and the head D times.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,7 @@ class DropoutHead(nn.Module):
         *,
         generator: torch.Generator | None = None,
         passes: int = 1,
-        workspace: dict[str, torch.Tensor] | None = None,
+        workspace: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """Logits at ``size`` (None: at the resolution of the first feature map).
 
@@ -53,7 +54,9 @@ class DropoutHead(nn.Module):
         returned as a batch of passes x N (pass-major), without copying the features.
         workspace : MC-dropout mode: a dict the caller keeps across calls; the masks and
         masked features are written into buffers kept there (fresh large tensors cost
-        page faults comparable to the arithmetic on CPU).
+        page faults comparable to the arithmetic on CPU). ``workspace["fixed_features"]
+        = features`` vouches that ``features`` stay unchanged over the calls that pass
+        it: the fused path then concatenates them once, not per call.
         """
         if len(features) != len(self.classifiers):
             raise ValueError(
@@ -90,7 +93,7 @@ class DropoutHead(nn.Module):
         features: tuple[torch.Tensor, ...],
         generator: torch.Generator,
         passes: int,
-        workspace: dict[str, torch.Tensor] | None,
+        workspace: dict[str, Any] | None,
     ) -> torch.Tensor:
         """MC passes over feature maps of one resolution as one: the sum of 1x1
         classifiers over dropped maps is one classifier over the dropped concatenation
@@ -101,7 +104,13 @@ class DropoutHead(nn.Module):
         channels = sum(f.shape[1] for f in features)
         cat = _buffer(work, "cat", n * channels * h * w, features[0].dtype, features[0].device)
         cat = cat.view(n, channels, h, w)
-        torch.cat(features, dim=1, out=cat)
+        # The chunks of one trunk pass share the concatenation, made once, when the caller
+        # vouches that these features stay unchanged (``work["fixed_features"]``, set by
+        # ``mc_statistics`` for its call); otherwise it is made on every call.
+        fixed = work.get("fixed_features") is features
+        if not (fixed and work.get("cat_of") is features):
+            torch.cat(features, dim=1, out=cat)
+            work["cat_of"] = features if fixed else None
         dropped, scale = self._mc_drop(cat, generator, passes, work, "cat")
         weight = torch.cat([c.weight.flatten(1) for c in self.classifiers], dim=1)
         biases = [c.bias for c in self.classifiers if c.bias is not None]
@@ -113,7 +122,7 @@ class DropoutHead(nn.Module):
         feat: torch.Tensor,
         generator: torch.Generator,
         passes: int,
-        work: dict[str, torch.Tensor],
+        work: dict[str, Any],
         key: str,
     ) -> tuple[torch.Tensor, float]:
         """``passes`` dropout draws of ``feat`` (N, C, h, w) -> ((passes * N, C, h, w)
@@ -164,7 +173,7 @@ def _bit_table(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 
 def _buffer(
-    work: dict[str, torch.Tensor], key: str, n: int, dtype: torch.dtype, device: torch.device
+    work: dict[str, Any], key: str, n: int, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
     """The first ``n`` elements of the buffer ``work[key]``, grown when too small."""
     buf = work.get(key)
