@@ -291,12 +291,12 @@ def run(
                  for seed in preset["seeds"] for unit, name in runs]  # fmt: skip
     ctx = get_context("spawn")
     with ProcessPoolExecutor(max_workers=preset["jobs"], mp_context=ctx) as pool:
-        ceilings = (
-            []
-            if check
-            else list(pool.map(_ceiling, [(preset, str(work), s) for s in preset["seeds"]]))
-        )
-        results = list(pool.map(_one_run, jobs_list))
+        # Ceilings and runs queued together: a worker never idles while a ceiling trains.
+        ceiling_jobs = [] if check else [
+            pool.submit(_ceiling, (preset, str(work), s)) for s in preset["seeds"]]  # fmt: skip
+        run_jobs = [pool.submit(_one_run, job) for job in jobs_list]
+        ceilings = [f.result() for f in ceiling_jobs]
+        results = [f.result() for f in run_jobs]
     rows = [r for result, _ in results for r in result]
     diagnosis = _mean_diagnosis(jobs_list, [d for _, d in results])
     if check is not None:

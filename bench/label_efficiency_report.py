@@ -116,7 +116,12 @@ def summarise(rows: list[dict], ceiling: dict, diagnosis: dict, out: Path, title
             f"{_fmt(p['at'][50])} | {_fmt(p['reach95'], 'not reached')} | "
             f"{ys[-1]:.4f} ± {sd[-1]:.4f} |"
         )
-    lines += ["", *_verdicts(stats, profiles), "", *_diagnosis(diagnosis)]
+    verdicts = _verdicts(stats, profiles)
+    if len({r["seed"] for r in rows}) < 2:
+        verdicts[2:2] = ["- **One seed only**: no spread over seeds, so every std below is "
+                         "0 and 'by more than one std' means only 'ahead' (not tested "
+                         "against noise).", ""]  # fmt: skip
+    lines += ["", *verdicts, "", *_diagnosis(diagnosis)]
     md = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(md)
     return md
