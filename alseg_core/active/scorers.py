@@ -221,14 +221,16 @@ def mc_statistics(
     if workspace is None:
         workspace = {}  # the head's mask buffers, reused by each chunk of this call
     workspace["fixed_features"] = features  # unchanged over the chunks (see the head)
-    done = 0
-    while done < passes:
-        k = min(chunk, passes - done)
-        out = model.head(features, size, generator=generator, passes=k, workspace=workspace)
-        acc.update_many(torch.softmax(out.float(), dim=1).view(k, n, *out.shape[1:]))
-        done += k
-    for key in ("fixed_features", "cat_of"):  # this call's features: freed with the call
-        workspace.pop(key, None)
+    try:
+        done = 0
+        while done < passes:
+            k = min(chunk, passes - done)
+            out = model.head(features, size, generator=generator, passes=k, workspace=workspace)
+            acc.update_many(torch.softmax(out.float(), dim=1).view(k, n, *out.shape[1:]))
+            done += k
+    finally:
+        for key in ("fixed_features", "cat_of"):  # this call's features: freed with it
+            workspace.pop(key, None)
     stats = acc.stats(logits.float())
     if embed_dim > 0:
         stats = replace(stats, embedding=feature_embedding(features[-1], embed_dim))
