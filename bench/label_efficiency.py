@@ -307,6 +307,17 @@ def run(
         out.with_suffix(".md").write_text(md)
         print(md)
         return md
+    _write_csv(rows, out)
+    minutes = (time.perf_counter() - start) / 60
+    footer = (
+        f"\nMachine: {describe()}. Wall time: {minutes:.1f} min. Code: {_commit()}.\n"
+        f"Command: `.venv/bin/python bench/label_efficiency.py --preset {preset_name}`\n"
+    )
+    extra = {"machine": describe(), "code": _commit()}
+    return _report(rows, ceilings, diagnosis, preset, preset_name, out, footer, extra)
+
+
+def _write_csv(rows: list[dict], out: Path) -> None:
     fields = ["strategy", "unit", "seed", "round", "labelled_cost", "pct_full_cost", "n_images",
               "n_regions", "mIoU"]  # fmt: skip
     buf = io.StringIO()
@@ -315,7 +326,15 @@ def run(
     writer.writerows(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".csv").write_text(buf.getvalue())
-    title = f"preset {preset_name}, {preset['model']['name']}, {len(preset['seeds'])} seeds"
+
+
+def _report(
+    rows: list[dict], ceilings: list[dict], diagnosis: dict, preset: dict, preset_name: str,
+    out: Path, footer: str, extra: dict,
+) -> str:  # fmt: skip
+    """Write <out>.{md,png,json} (the CSV is the caller's); returns the markdown."""
+    seeds = sorted({int(r["seed"]) for r in rows})
+    title = f"preset {preset_name}, {preset['model']['name']}, {len(seeds)} seeds"
     ceiling = {
         "converged": [c["converged"] for c in ceilings],
         "equal_steps": [c["equal_steps"] for c in ceilings],
@@ -326,18 +345,72 @@ def run(
             f"mIoU (at most {preset['ceiling_max_chunks']})"
         ),
     }
-    md = summarise(rows, ceiling, diagnosis, out, title)
-    minutes = (time.perf_counter() - start) / 60
-    md += f"\nMachine: {describe()}. Wall time: {minutes:.1f} min. Code: {_commit()}.\n"
-    md += f"Command: `.venv/bin/python bench/label_efficiency.py --preset {preset_name}`\n"
+    md = summarise(rows, ceiling, diagnosis, out, title) + footer
     out.with_suffix(".md").write_text(md)
     out.with_suffix(".json").write_text(json.dumps(
         {"ceilings": ceilings, "diagnosis": {f"{u}/{st}": d for (u, st), d in diagnosis.items()},
-         "preset": {k: v for k, v in preset.items()}, "machine": describe(), "code": _commit()},
+         "preset": {**preset, "seeds": seeds}, **extra},
         indent=1, default=str,
     ) + "\n")  # fmt: skip
     print(md)
     return md
+
+
+def merge(parts: list[Path], out: Path, preset_name: str) -> str:
+    """One report from earlier runs of the same preset on other seeds (each ``<part>.csv``
+    and ``<part>.json`` as ``run`` wrote them): the preset's seeds in pieces that each fit
+    a session, or several machines. Refused when the runs' settings differ (other than
+    their seeds) or two runs hold the same seed."""
+    rows: list[dict] = []
+    ceilings: list[dict] = []
+    weighted: dict[tuple[str, str], list[tuple[int, dict]]] = {}
+    settings, codes, machines = None, [], []
+    for part in parts:
+        meta = json.loads(part.with_suffix(".json").read_text())
+        these = list(csv.DictReader(io.StringIO(part.with_suffix(".csv").read_text())))
+        same = {k: v for k, v in meta["preset"].items() if k not in ("seeds", "jobs")}
+        if settings is not None and json.dumps(same, sort_keys=True, default=str) != json.dumps(
+            settings, sort_keys=True, default=str
+        ):
+            raise ValueError(f"{part}: run with other settings than {parts[0]}; not merged")
+        settings = same
+        overlap = {r["seed"] for r in these} & {r["seed"] for r in rows}
+        if overlap:
+            raise ValueError(f"{part}: seed(s) {sorted(overlap)} already in an earlier part")
+        rows += these
+        ceilings += meta["ceilings"]
+        n = len({r["seed"] for r in these})
+        for key, d in meta["diagnosis"].items():
+            unit, strategy = key.split("/", 1)
+            weighted.setdefault((unit, strategy), []).append((n, d))
+        codes.append(f"{part.name}: {meta.get('code', 'unknown')}")
+        machine = meta.get("machine", "unknown")
+        machines += machine if isinstance(machine, list) else [machine]
+    assert settings is not None
+    diagnosis = {key: _weighted_diagnosis(items) for key, items in weighted.items()}
+    _write_csv(rows, out)
+    footer = ("\nMerged from " + ", ".join(str(p) for p in parts) + " (code: "
+              + "; ".join(codes) + "). Machines: " + "; ".join(sorted(set(machines))) + ".\n"
+              f"Command: `.venv/bin/python bench/label_efficiency.py --preset {preset_name} "
+              "--merge " + " ".join(str(p) for p in parts) + "`\n")  # fmt: skip
+    extra = {"machine": sorted(set(machines)), "code": codes,
+             "merged_from": [str(p) for p in parts]}  # fmt: skip
+    return _report(rows, ceilings, diagnosis, settings, preset_name, out, footer, extra)
+
+
+def _weighted_diagnosis(items: list[tuple[int, dict]]) -> dict:
+    """Diagnoses of several runs (each the mean over its ``n`` seeds) -> their mean over
+    all the seeds."""
+    total = sum(n for n, _ in items)
+    out: dict = {m: sum(n * d[m] for n, d in items) / total
+                 for m in ("cost_per_unit", "pixels_per_cost")}  # fmt: skip
+    out["per_class"] = {}
+    for name in items[0][1]["per_class"]:
+        have = [(d["per_class"][name], n) for n, d in items if d["per_class"][name] is not None]
+        out["per_class"][name] = (
+            sum(v * n for v, n in have) / sum(n for _, n in have) if have else None
+        )
+    return out
 
 
 def _mean_diagnosis(jobs: list[tuple], diagnoses: list[dict]) -> dict:
@@ -366,6 +439,9 @@ def _mean_diagnosis(jobs: list[tuple], diagnoses: list[dict]) -> dict:
 def _commit() -> str:
     import subprocess
 
+    if os.environ.get("ALSEG_COMMIT"):  # a snapshot outside the repository
+        return f"git {os.environ['ALSEG_COMMIT']}"
+
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
                          capture_output=True, text=True)  # fmt: skip
     return f"git {out.stdout.strip()}" if out.returncode == 0 else "unknown commit"
@@ -392,7 +468,17 @@ def main() -> None:
         help="compare with the rows of this earlier CSV instead of writing new results "
         "(no ceiling runs); the report goes to <out>.md",
     )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="no runs: one report at --out from these earlier results of the preset on "
+        "other seeds (paths without suffix, e.g. bench/results/label_efficiency_s0)",
+    )
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, Path(args.out), args.preset)
+        return
     only = {"seeds": args.seeds, "strategies": args.strategies, "units": args.units}
     run(args.preset, Path(args.out), Path(args.work), jobs=args.jobs, only=only, check=args.check)
 

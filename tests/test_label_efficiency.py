@@ -76,3 +76,63 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
     n_rows = preset["al"]["rounds"] + 1
     assert f"Rows compared: {n_rows}; largest |difference| in mIoU: 0.0000" in report
     assert f"within the earlier run's std over seeds: {n_rows}/{n_rows}" in report
+
+
+def _part(path: Path, seeds: list[int], mious: dict, pixels_per_cost: float, ceiling: float,
+          preset: dict) -> None:  # fmt: skip
+    """A results part as ``run`` writes it: ``seeds`` with the same curves, image units."""
+    import json
+
+    rows = [
+        {"strategy": s, "unit": "image", "seed": seed, "round": k, "labelled_cost": 10 * (k + 1),
+         "pct_full_cost": 5.0 * (k + 1), "n_images": k + 1, "n_regions": 0, "mIoU": m}
+        for seed in seeds for s, curve in mious.items() for k, m in enumerate(curve)
+    ]  # fmt: skip
+    with open(path.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    per_class = {"road": 0.5, "sidewalk": None}
+    diag = {"cost_per_unit": 30.0, "pixels_per_cost": pixels_per_cost, "per_class": per_class}
+    path.with_suffix(".json").write_text(json.dumps({
+        "ceilings": [{"seed": seed, "equal_steps": ceiling - 0.1, "converged": ceiling,
+                      "curve": [[4, ceiling - 0.1], [6, ceiling]]} for seed in seeds],
+        "diagnosis": {f"image/{s}": diag for s in mious},
+        "preset": {**preset, "seeds": seeds}, "machine": "m", "code": f"git c{seeds[0]}",
+    }))  # fmt: skip
+
+
+def test_merge_reports_the_seeds_of_several_runs_as_one(tmp_path):
+    """Seeds run in separate sessions merge into one report: the rows of both parts, the
+    ceiling and the curves the mean over all seeds, the diagnoses (each part's mean over
+    its seeds) weighted by seeds; the same seed twice, or parts run with other settings,
+    are refused."""
+    import json
+
+    import pytest
+
+    bench = _load_bench()
+    preset = {k: v for k, v in bench.PRESETS["tiny"].items() if k != "seeds"}
+    a, b = tmp_path / "s0", tmp_path / "s1"
+    _part(a, [0], {"random": [0.2, 0.3, 0.4], "mc_variance": [0.2, 0.35, 0.45]}, 100, 0.5, preset)
+    _part(b, [1, 2], {"random": [0.2, 0.3, 0.4], "mc_variance": [0.2, 0.38, 0.5]}, 400, 0.8,
+          preset)  # fmt: skip
+    out = tmp_path / "merged"
+    md = bench.merge([a, b], out, "tiny")
+    rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
+    assert sorted({r["seed"] for r in rows}) == ["0", "1", "2"] and len(rows) == 18
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["preset"]["seeds"] == [0, 1, 2]
+    # (100 x 1 seed + 400 x 2 seeds) / 3, not the mean of the parts (250)
+    assert meta["diagnosis"]["image/random"]["pixels_per_cost"] == pytest.approx(300.0)
+    assert meta["diagnosis"]["image/random"]["per_class"] == {"road": 0.5, "sidewalk": None}
+    assert "mIoU 0.7000" in md  # the ceiling: (0.5 + 0.8 + 0.8) / 3
+    assert "3 seeds" in md and "One seed only" not in md
+    # MC variance minus random after round 1: +0.05, +0.08, +0.08 -> mean +0.07
+    assert "r1 @10.0%: +0.0700" in md
+    assert out.with_suffix(".png").stat().st_size > 0
+    with pytest.raises(ValueError, match="already in an earlier part"):
+        bench.merge([a, a], tmp_path / "twice", "tiny")
+    _part(b, [1], {"random": [0.2, 0.3, 0.4]}, 400, 0.8, {**preset, "al": {"rounds": 9}})
+    with pytest.raises(ValueError, match="other settings"):
+        bench.merge([a, b], tmp_path / "other", "tiny")
