@@ -1,9 +1,11 @@
-"""One line describing the machine a benchmark ran on."""
+"""What a benchmark ran on: one line for the machine, and the commit of the code."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
+from pathlib import Path
 
 
 def describe() -> str:
@@ -25,3 +27,13 @@ def describe() -> str:
     except ImportError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, Python {platform.python_version()}"
+
+
+def commit() -> str:
+    """The short hash of the code's commit ('' if unknown): ``ALSEG_COMMIT`` for a
+    snapshot outside the repository, else ``git rev-parse`` beside this file."""
+    if os.environ.get("ALSEG_COMMIT"):
+        return os.environ["ALSEG_COMMIT"]
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                         capture_output=True, text=True)  # fmt: skip
+    return out.stdout.strip() if out.returncode == 0 else ""

@@ -35,7 +35,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _machine import describe  # noqa: E402
+from _machine import commit, describe  # noqa: E402
 from label_efficiency_report import compare, summarise  # noqa: E402
 
 #: Runs named ``<strategy>+<variant>``: the strategy with these ``al`` settings. The
@@ -437,14 +437,7 @@ def _mean_diagnosis(jobs: list[tuple], diagnoses: list[dict]) -> dict:
 
 
 def _commit() -> str:
-    import subprocess
-
-    if os.environ.get("ALSEG_COMMIT"):  # a snapshot outside the repository
-        return f"git {os.environ['ALSEG_COMMIT']}"
-
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                         capture_output=True, text=True)  # fmt: skip
-    return f"git {out.stdout.strip()}" if out.returncode == 0 else "unknown commit"
+    return f"git {c}" if (c := commit()) else "unknown commit"
 
 
 def replace_workers(cfg):

@@ -30,7 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _machine import describe  # noqa: E402
+from _machine import commit, describe  # noqa: E402
 
 METHODS = ("one_pass", "ours_d10", "ours_d40", "ours_full_d10", "naive_d10", "baal_caching_d10",
            "baal_dropout_d10")  # fmt: skip
@@ -155,6 +155,30 @@ def _median_cell(runs: list[dict]) -> dict:
     return {**med, "processes": ok}
 
 
+def random_checkpoint(workdir: Path, model: str) -> Path:
+    """``<workdir>/<model>.pt``: the model with random weights, written once."""
+    ckpt = workdir / f"{model}.pt"
+    if not ckpt.exists():
+        from alseg_core import storage
+        from alseg_core.models import build_model
+        from alseg_core.training import checkpoint_state
+
+        storage.save_checkpoint(str(ckpt), checkpoint_state(build_model(model), dropout=0.5,
+                                                            epoch=1))  # fmt: skip
+    return ckpt
+
+
+def timed_peak(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(seconds, peak RSS in MiB from ``/usr/bin/time``) of one command; raises if it fails."""
+    start = time.perf_counter()
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True,
+                         env=env)  # fmt: skip
+    seconds = time.perf_counter() - start
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr[-2000:]}")
+    return seconds, int(out.stderr.strip().splitlines()[-1]) / 1024
+
+
 def step_timing(workdir: Path, model: str, n: int, threads: int) -> dict:
     """The whole ``alseg score`` step and ``alseg predict`` per image, 1024x2048."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -173,30 +197,15 @@ def step_timing(workdir: Path, model: str, n: int, threads: int) -> dict:
     if not (workdir / "cs").exists():
         subprocess.run([*base, "make-synthetic"], check=True, capture_output=True, env=env)
         subprocess.run([*base, "superpixels"], check=True, capture_output=True, env=env)
-    ckpt = workdir / f"{model}.pt"
-    if not ckpt.exists():
-        import torch  # noqa: F401
-
-        from alseg_core import storage
-        from alseg_core.models import build_model
-        from alseg_core.training import checkpoint_state
-
-        storage.save_checkpoint(str(ckpt), checkpoint_state(build_model(model), dropout=0.5,
-                                                            epoch=1))  # fmt: skip
+    ckpt = random_checkpoint(workdir, model)
     result = {}
     for name, args in (
         ("predict", ["predict", "--checkpoint", str(ckpt), "--split", "train",
                      "--out", str(workdir / "preds")]),
         ("score", ["score", "--checkpoint", str(ckpt), "--out", str(workdir / "s.parquet")]),
     ):  # fmt: skip
-        cmd = ["/usr/bin/time", "-f", "%M", *base, *args]
-        start = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        seconds = time.perf_counter() - start
-        if out.returncode != 0:
-            raise RuntimeError(f"{args[0]} failed: {out.stderr[-2000:]}")
-        peak_kb = int(out.stderr.strip().splitlines()[-1])
-        result[name] = {"seconds_per_image": seconds / n, "peak_mb": peak_kb / 1024}
+        seconds, peak_mb = timed_peak([*base, *args], env)
+        result[name] = {"seconds_per_image": seconds / n, "peak_mb": peak_mb}
     result["ratio"] = result["score"]["seconds_per_image"] / result["predict"]["seconds_per_image"]
     return result
 
@@ -332,11 +341,7 @@ def main() -> None:
 
 
 def _commit() -> str:
-    if os.environ.get("ALSEG_COMMIT"):  # a snapshot outside the repository
-        return os.environ["ALSEG_COMMIT"]
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True, cwd=HERE)  # fmt: skip
-    return out.stdout.strip() or "unknown"
+    return commit() or "unknown"
 
 
 def render(table: dict, steps: dict, ranking: dict, seconds: float) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _machine import describe  # noqa: E402
+from _machine import commit, describe  # noqa: E402
 
 
 def _noop(x: int) -> int:
@@ -159,9 +158,7 @@ def main() -> None:
 
 
 def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                         capture_output=True, text=True)  # fmt: skip
-    return f"git {out.stdout.strip()}" if out.returncode == 0 else "unknown commit"
+    return f"git {c}" if (c := commit()) else "unknown commit"
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _machine import describe  # noqa: E402
+from _machine import commit, describe  # noqa: E402
+from mc_scoring import random_checkpoint, timed_peak  # noqa: E402
 
 #: (eval.batch_size, al.score_batch_pixels) per process; the default cap first.
 SETTINGS = ((1, 2048 * 1024), (8, 2048 * 1024), (32, 2048 * 1024), (32, 4 * 2048 * 1024))
@@ -59,35 +60,14 @@ def _prepare(work: Path, n: int, threads: int) -> None:
         subprocess.run([*base, "superpixels"], check=True, capture_output=True, env=env)
 
 
-def _checkpoint(work: Path, model: str) -> Path:
-    from alseg_core import storage
-    from alseg_core.models import build_model
-    from alseg_core.training import checkpoint_state
-
-    ckpt = work / f"{model}.pt"
-    if not ckpt.exists():
-        storage.save_checkpoint(str(ckpt), checkpoint_state(build_model(model), dropout=0.5,
-                                                            epoch=1))  # fmt: skip
-    return ckpt
-
-
 def measure(work: Path, n: int, ckpt: Path, model: str, batch: int, cap: int,
             threads: int) -> dict:  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    cmd = ["/usr/bin/time", "-f", "%M", *_alseg(_params(work, n, batch, cap, model)), "score",
-           "--checkpoint", str(ckpt), "--out", str(work / "scores.parquet")]  # fmt: skip
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"score failed ({model}, batch {batch}): {done.stderr[-2000:]}")
-    return {
-        "model": model,
-        "batch_size": batch,
-        "score_batch_pixels": cap,
-        "seconds": seconds,
-        "peak_mb": int(done.stderr.strip().splitlines()[-1]) / 1024,
-    }
+    cmd = [*_alseg(_params(work, n, batch, cap, model)), "score", "--checkpoint", str(ckpt),
+           "--out", str(work / "scores.parquet")]  # fmt: skip
+    seconds, peak_mb = timed_peak(cmd, env)
+    return {"model": model, "batch_size": batch, "score_batch_pixels": cap,
+            "seconds": seconds, "peak_mb": peak_mb}  # fmt: skip
 
 
 def main() -> None:
@@ -103,7 +83,7 @@ def main() -> None:
     _prepare(work, args.images, args.threads)
     rows = []
     for model in MODELS:
-        ckpt = _checkpoint(work, model)
+        ckpt = random_checkpoint(work, model)
         for batch, cap in SETTINGS:
             r = measure(work, args.images, ckpt, model, batch, cap, args.threads)
             rows.append(r)
@@ -134,11 +114,7 @@ def main() -> None:
 
 
 def _commit() -> str:
-    if os.environ.get("ALSEG_COMMIT"):
-        return os.environ["ALSEG_COMMIT"]
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True, cwd=HERE)  # fmt: skip
-    return out.stdout.strip() or "unknown"
+    return commit() or "unknown"
 
 
 if __name__ == "__main__":
