@@ -31,8 +31,6 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _machine import commit, describe  # noqa: E402
@@ -418,22 +416,7 @@ def _mean_diagnosis(jobs: list[tuple], diagnoses: list[dict]) -> dict:
     grouped: dict[tuple[str, str], list[dict]] = {}
     for job, d in zip(jobs, diagnoses, strict=True):
         grouped.setdefault((job[2], job[3]), []).append(d)
-    out = {}
-    for key, ds in grouped.items():
-        names = ds[0]["per_class"]
-        out[key] = {
-            "cost_per_unit": float(np.mean([d["cost_per_unit"] for d in ds])),
-            "pixels_per_cost": float(np.mean([d["pixels_per_cost"] for d in ds])),
-            "per_class": {
-                n: (
-                    float(np.mean(v))
-                    if (v := [d["per_class"][n] for d in ds if d["per_class"][n] is not None])
-                    else None
-                )
-                for n in names
-            },  # fmt: skip
-        }
-    return out
+    return {key: _weighted_diagnosis([(1, d) for d in ds]) for key, ds in grouped.items()}
 
 
 def _commit() -> str:
