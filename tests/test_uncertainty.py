@@ -190,3 +190,17 @@ def test_no_output_stride_grid_in_the_mc_variance_map(name):
         spread[resolution] = (phases.min().item(), phases.max().item())
     assert 0.98 < spread["feature"][0] and spread["feature"][1] < 1.02, spread
     assert spread["full"][0] < 0.85 and spread["full"][1] > 1.2, spread
+
+
+def test_head_passes_run_in_as_few_chunks_as_fit_the_cap_of_even_sizes():
+    """20 bytes per pass here (one float feature, masked and masked-copy: 8; logits,
+    softmax and a sum for one class: 12): a cap of 190 bytes fits 9 passes, so 10 passes
+    run as 5 + 5 (not 9 + 1); 70 bytes fit 3, so 4 chunks of at most 3; 10 fit at once."""
+    from alseg_core.active.scorers import passes_per_chunk
+
+    feats = (torch.zeros(1, 1, 1, 1),)
+    mb = 2**-20
+    assert passes_per_chunk(feats, (1, 1, 1, 1), 10, 190 * mb) == 5
+    assert passes_per_chunk(feats, (1, 1, 1, 1), 10, 70 * mb) == 3
+    assert passes_per_chunk(feats, (1, 1, 1, 1), 10, 10_000 * mb) == 10
+    assert passes_per_chunk(feats, (1, 1, 1, 1), 10, 1 * mb / 2**20) == 1  # below one pass

@@ -172,11 +172,14 @@ class MCAccumulator:
 def passes_per_chunk(
     features: tuple[torch.Tensor, ...], out_shape: tuple[int, ...], passes: int, cap_mb: float
 ) -> int:
-    """How many head passes fit ``cap_mb`` at once: per pass, the dropped copies and masks
-    of the features plus the logits and their softmax."""
+    """How many head passes to run at once: as few chunks as fit ``cap_mb`` (per pass, the
+    dropped copies and masks of the features plus the logits and their softmax), of even
+    sizes (10 passes that fit 9 at a time run as 5 + 5, not 9 + 1)."""
     per_pass = sum(2 * f.numel() * f.element_size() for f in features)
     per_pass += 3 * int(torch.Size(out_shape).numel()) * 4
-    return max(1, min(passes, int(cap_mb * 2**20 // max(1, per_pass))))
+    fit = max(1, min(passes, int(cap_mb * 2**20 // max(1, per_pass))))
+    chunks = -(-passes // fit)
+    return -(-passes // chunks)
 
 
 @torch.inference_mode()
@@ -216,7 +219,6 @@ def mc_statistics(
     logits = model.head(features, size)
     n = images.shape[0]
     chunk = passes_per_chunk(features, tuple(logits.shape), passes, pass_memory_mb)
-    chunk = -(-passes // -(-passes // chunk))  # as many chunks, of even sizes (5+5, not 9+1)
     acc = MCAccumulator()
     if workspace is None:
         workspace = {}  # the head's mask buffers, reused by each chunk of this call
