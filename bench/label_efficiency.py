@@ -60,7 +60,7 @@ PRESETS: dict[str, dict] = {
                "train_steps": 200, "plateau_chunks": 1, "plateau_tol": 0.005},
         "runs": [("image", "random"), ("image", "mc_variance"), ("superpixel", "random"),
                  ("superpixel", "mc_variance"), ("superpixel", "mc_variance_plus"),
-                 ("superpixel", "mc_variance_diverse")],
+                 ("superpixel", "mc_variance_diverse"), ("superpixel", "mc_variance_instances")],
         "seeds": [0, 1, 2],
         "jobs": 2,
         "ceiling_chunk": 16, "ceiling_tol": 0.005, "ceiling_max_chunks": 3,
@@ -75,7 +75,7 @@ PRESETS: dict[str, dict] = {
         "al": {"rounds": 5, "initial_images": 20, "budget_per_round": 800, "mc_passes": 10,
                "train_steps": 200},
         "strategies": ["random", "mc_variance", "mc_variance_balanced", "mc_variance_per_cost",
-                       "mc_variance_plus", "mc_variance_diverse"],
+                       "mc_variance_plus", "mc_variance_diverse", "mc_variance_instances"],
         "units": ["image", "superpixel"],
         "extra_runs": [("superpixel", "mc_variance_plus+sp_seed")],
         "seeds": [0, 1, 2],
@@ -90,7 +90,7 @@ PRESETS: dict[str, dict] = {
                "train_steps": 500},
         "strategies": ["random", "softmax_entropy", "mc_entropy", "mc_variance", "bald",
                        "learning_loss", "mc_variance_balanced", "mc_variance_per_cost",
-                       "mc_variance_plus", "mc_variance_diverse"],
+                       "mc_variance_plus", "mc_variance_diverse", "mc_variance_instances"],
         "units": ["image", "superpixel"],
         "seeds": [0, 1, 2],
         "jobs": 1,
@@ -103,7 +103,7 @@ PRESETS: dict[str, dict] = {
         "model": {"name": "lraspp_mobilenet_v3_large"},
         "al": {"rounds": 2, "initial_images": 2, "budget_per_round": 60, "mc_passes": 2,
                "train_steps": 2},
-        "strategies": ["random", "mc_variance", "mc_variance_plus"],
+        "strategies": ["random", "mc_variance", "mc_variance_plus", "mc_variance_instances"],
         "units": ["image", "superpixel"],
         "seeds": [0, 1],
         "jobs": 1,
@@ -252,13 +252,18 @@ def run(
     jobs: int | None = None,
     only: dict | None = None,
     check: Path | None = None,
+    ceilings_from: Path | None = None,
 ) -> str:
     """Run the preset (or the subset ``only`` names) from scratch in ``work``.
 
     ``only`` may set ``seeds``, ``strategies`` and ``units``. ``check``: a CSV of an
     earlier run; the rows both runs have are compared and the differences reported
     against the earlier run's spread over seeds (written to ``<out>.md``).
+    ``ceilings_from``: an earlier result (``<part>.json``) of the same settings and
+    seeds whose ceilings are reused instead of trained again (strategies added later
+    run in a fraction of the time; ``--merge`` then joins the parts).
     """
+    from alseg_core.active.strategies import get_strategy
     from alseg_core.datasets.synthetic import SyntheticSpec, make_synthetic
     from alseg_core.pipeline.engine import RoundEngine
     from alseg_core.pipeline.layout import RoundLayout
@@ -266,6 +271,7 @@ def run(
     preset = dict(PRESETS[preset_name])
     preset["jobs"] = jobs or preset["jobs"]
     preset.update({k: v for k, v in (only or {}).items() if v})
+    reused = _reused_ceilings(ceilings_from, preset) if ceilings_from else None
     # A rerun starts from nothing: the loop would otherwise resume the old runs.
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -280,7 +286,7 @@ def run(
           f"[{time.perf_counter() - start:.0f}s]", flush=True)  # fmt: skip
     runs = preset.get("runs") or [
         (unit, strategy) for unit in preset["units"] for strategy in preset["strategies"]
-        if not (strategy == "learning_loss" and unit != "image")
+        if unit in get_strategy(strategy).units
     ] + preset.get("extra_runs", [])  # fmt: skip
     if only and only.get("strategies"):
         runs = [r for r in runs if r[1] in only["strategies"]]
@@ -291,10 +297,10 @@ def run(
     ctx = get_context("spawn")
     with ProcessPoolExecutor(max_workers=preset["jobs"], mp_context=ctx) as pool:
         # Ceilings and runs queued together: a worker never idles while a ceiling trains.
-        ceiling_jobs = [] if check else [
+        ceiling_jobs = [] if check or reused else [
             pool.submit(_ceiling, (preset, str(work), s)) for s in preset["seeds"]]  # fmt: skip
         run_jobs = [pool.submit(_one_run, job) for job in jobs_list]
-        ceilings = [f.result() for f in ceiling_jobs]
+        ceilings = reused or [f.result() for f in ceiling_jobs]
         results = [f.result() for f in run_jobs]
     rows = [r for result, _ in results for r in result]
     diagnosis = _mean_diagnosis(jobs_list, [d for _, d in results])
@@ -312,7 +318,32 @@ def run(
         f"Command: `.venv/bin/python bench/label_efficiency.py --preset {preset_name}`\n"
     )
     extra = {"machine": describe(), "code": _commit()}
+    if ceilings_from:
+        footer += f"Ceilings reused from `{ceilings_from}` (`--ceilings-from`).\n"
+        extra["ceilings_from"] = str(ceilings_from)
     return _report(rows, ceilings, diagnosis, preset, preset_name, out, footer, extra)
+
+
+#: Preset keys that say which runs a result holds, not how each run was made.
+RUN_KEYS = ("seeds", "jobs", "strategies", "units", "runs", "extra_runs")
+
+
+def _settings(preset: dict) -> str:
+    """The settings two results must share to be compared or merged, as JSON."""
+    same = {k: v for k, v in preset.items() if k not in RUN_KEYS}
+    return json.dumps(same, sort_keys=True, default=str)
+
+
+def _reused_ceilings(part: Path, preset: dict) -> list[dict]:
+    """The ceilings of ``preset``'s seeds from an earlier result of the same settings."""
+    meta = json.loads(part.with_suffix(".json").read_text())
+    if _settings(meta["preset"]) != _settings(json.loads(json.dumps(preset, default=str))):
+        raise ValueError(f"{part}: run with other settings than this run; its ceilings differ")
+    have = {int(c["seed"]): c for c in meta["ceilings"]}
+    missing = sorted(set(preset["seeds"]) - set(have))
+    if missing:
+        raise ValueError(f"{part}: no ceiling for seed(s) {missing} (it has {sorted(have)})")
+    return [have[s] for s in preset["seeds"]]
 
 
 def _write_csv(rows: list[dict], out: Path) -> None:
@@ -355,36 +386,44 @@ def _report(
 
 
 def merge(parts: list[Path], out: Path, preset_name: str) -> str:
-    """One report from earlier runs of the same preset on other seeds (each ``<part>.csv``
-    and ``<part>.json`` as ``run`` wrote them): the preset's seeds in pieces that each fit
-    a session, or several machines. Refused when the runs' settings differ (other than
-    their seeds) or two runs hold the same seed."""
+    """One report from earlier results of the same preset (each ``<part>.csv`` and
+    ``<part>.json`` as ``run`` wrote them): other seeds, or other strategies on the same
+    seeds, in pieces that each fit a session, or several machines. Refused when the
+    runs' settings differ (other than which runs they hold), two parts hold the same run
+    (unit, strategy, seed) or give a seed different ceilings."""
     rows: list[dict] = []
-    ceilings: list[dict] = []
+    ceilings: dict[int, dict] = {}
     weighted: dict[tuple[str, str], list[tuple[int, dict]]] = {}
     settings, codes, machines = None, [], []
     for part in parts:
         meta = json.loads(part.with_suffix(".json").read_text())
         these = list(csv.DictReader(io.StringIO(part.with_suffix(".csv").read_text())))
-        same = {k: v for k, v in meta["preset"].items() if k not in ("seeds", "jobs")}
-        if settings is not None and json.dumps(same, sort_keys=True, default=str) != json.dumps(
-            settings, sort_keys=True, default=str
-        ):
+        if settings is not None and _settings(meta["preset"]) != _settings(settings):
             raise ValueError(f"{part}: run with other settings than {parts[0]}; not merged")
-        settings = same
-        overlap = {r["seed"] for r in these} & {r["seed"] for r in rows}
+        settings = settings or meta["preset"]
+
+        def runs(rs: list[dict]) -> set[tuple]:
+            return {(r["unit"], r["strategy"], r["seed"]) for r in rs}
+
+        overlap = runs(these) & runs(rows)
         if overlap:
-            raise ValueError(f"{part}: seed(s) {sorted(overlap)} already in an earlier part")
+            raise ValueError(f"{part}: run(s) {sorted(overlap)} already in an earlier part")
         rows += these
-        ceilings += meta["ceilings"]
-        n = len({r["seed"] for r in these})
+        for c in meta["ceilings"]:
+            if ceilings.setdefault(int(c["seed"]), c) != c:
+                raise ValueError(f"{part}: another ceiling for seed {c['seed']} than before")
         for key, d in meta["diagnosis"].items():
             unit, strategy = key.split("/", 1)
+            n = len({r["seed"] for r in these if (r["unit"], r["strategy"]) == (unit, strategy)})
             weighted.setdefault((unit, strategy), []).append((n, d))
         codes.append(f"{part.name}: {meta.get('code', 'unknown')}")
         machine = meta.get("machine", "unknown")
         machines += machine if isinstance(machine, list) else [machine]
     assert settings is not None
+    settings = {**settings, "strategies": sorted({r["strategy"] for r in rows}),
+                "units": sorted({r["unit"] for r in rows})}  # fmt: skip
+    settings.pop("runs", None)
+    settings.pop("extra_runs", None)
     diagnosis = {key: _weighted_diagnosis(items) for key, items in weighted.items()}
     _write_csv(rows, out)
     footer = ("\nMerged from " + ", ".join(str(p) for p in parts) + " (code: "
@@ -393,7 +432,8 @@ def merge(parts: list[Path], out: Path, preset_name: str) -> str:
               "--merge " + " ".join(str(p) for p in parts) + "`\n")  # fmt: skip
     extra = {"machine": sorted(set(machines)), "code": codes,
              "merged_from": [str(p) for p in parts]}  # fmt: skip
-    return _report(rows, ceilings, diagnosis, settings, preset_name, out, footer, extra)
+    by_seed = [ceilings[s] for s in sorted(ceilings)]
+    return _report(rows, by_seed, diagnosis, settings, preset_name, out, footer, extra)
 
 
 def _weighted_diagnosis(items: list[tuple[int, dict]]) -> dict:
@@ -451,12 +491,19 @@ def main() -> None:
         help="no runs: one report at --out from these earlier results of the preset on "
         "other seeds (paths without suffix, e.g. bench/results/label_efficiency_s0)",
     )
+    parser.add_argument(
+        "--ceilings-from",
+        type=Path,
+        help="reuse the ceilings of this earlier result of the same settings and seeds "
+        "(path without suffix) instead of training them again",
+    )
     args = parser.parse_args()
     if args.merge:
         merge(args.merge, Path(args.out), args.preset)
         return
     only = {"seeds": args.seeds, "strategies": args.strategies, "units": args.units}
-    run(args.preset, Path(args.out), Path(args.work), jobs=args.jobs, only=only, check=args.check)
+    run(args.preset, Path(args.out), Path(args.work), jobs=args.jobs, only=only,
+        check=args.check, ceilings_from=args.ceilings_from)  # fmt: skip
 
 
 if __name__ == "__main__":

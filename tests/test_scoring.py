@@ -82,3 +82,22 @@ def test_read_scores_refuses_other_parquet(tmp_path):
     storage.write_parquet(url, pa.table({"a": [1]}))
     with pytest.raises(ValueError, match=r"x.parquet: not an alseg scores file"):
         read_scores(url)
+
+
+def test_instance_masses_sum_the_scores_of_each_predicted_instance_not_yet_labelled():
+    from alseg_core.active.scoring import _row
+
+    # Two predicted instances: class 0 on the left half, class 1 on the right.
+    pred = np.array([[0, 0, 1, 1], [0, 0, 1, 1]], np.uint8)
+    score = np.array([[1.0, 2.0, 10.0, 20.0], [3.0, 4.0, 30.0, 40.0]])
+    regions = np.array([[0, 1, 1, 2], [0, 1, 1, 2]], np.int32)
+    row = _row("x", pred, {"s": score}, regions, None)
+    assert row["region_components"] == [[0], [0, 1], [1]]
+    assert row["component_s"] == pytest.approx([10.0, 100.0])
+    # Pixel (0, 0) labelled: instance 0 is free, and its mass counts the 3 others only.
+    labelled = np.full(pred.shape, 255, np.uint8)
+    labelled[0, 0] = 0
+    row = _row("x", pred, {"s": score}, regions, labelled)
+    assert row["region_est_cost"] == [0, 1, 1]
+    assert row["component_s"] == pytest.approx([9.0, 100.0])
+    assert _row("x", pred, {"s": score}, None, None)["component_s"] == []

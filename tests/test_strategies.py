@@ -171,3 +171,46 @@ def test_diverse_strategy_reads_the_embeddings_the_score_step_writes(tmp_path):
     with pytest.raises(ValueError, match="scores have no 'region_embedding'"):
         diverse.candidates([{**rows[0], "region_embedding": None}], LabelState(),
                            unit="superpixel")  # fmt: skip
+
+
+def test_reveal_ranks_regions_by_the_instances_they_reveal_each_counted_once():
+    """Buying a region reveals every instance it touches, whole: rank by the score mass
+    of those instances per marginal cost, not by the region's own mean score."""
+    # Region 0: very uncertain itself, but it reveals a small instance (mass 1).
+    r0 = Candidate("img", 0, 0.9, 1, components=(0,), gains=(1.0,))
+    # Region 1: a calm corner of a large uncertain car (mass 6).
+    r1 = Candidate("img", 1, 0.3, 1, components=(1,), gains=(6.0,))
+    # Region 2: the same car and a pole (mass 2): 8 / 2 = 4 before, 2 / 1 after the car.
+    r2 = Candidate("img", 2, 0.5, 2, components=(1, 2), gains=(6.0, 2.0))
+    assert select_under_budget([r0, r1, r2], 2).candidates == (r0, r1)  # by mean score
+    chosen = select_greedy([r0, r1, r2], 2, marginal_cost=True, reveal=True)
+    # r1 (6 / 1) first; then r2 reveals only the pole, 2 / 1 > r0's 1 / 1.
+    assert chosen.candidates == (r1, r2) and chosen.spent == 2
+    # Were the car counted again, r2 would rank 8 / 1 and first; with a budget of 1 the
+    # car alone is bought.
+    assert select_greedy([r0, r1, r2], 1, marginal_cost=True, reveal=True).candidates == (r1,)
+    with pytest.raises(ValueError, match="needs marginal_cost"):
+        select_greedy([r0], 1, reveal=True)
+    with pytest.raises(ValueError, match="img region 0: no instance gains"):
+        select_greedy([Candidate("img", 0, 0.5, 1, components=(0,))], 1, marginal_cost=True,
+                      reveal=True)  # fmt: skip
+
+
+def test_instances_strategy_reads_the_instance_masses_of_its_column():
+    row = {"image_id": "x", "height": 2, "width": 2, "image_est_cost": 3,
+           "region_est_cost": [1, 2], "region_pixels": [3, 1],
+           "region_components": [[0], [0, 1]],
+           "region_mc_variance_balanced": [0.9, 0.1], "image_mc_variance_balanced": 0.5,
+           "component_mc_variance_balanced": [2.0, 5.0],
+           "component_mc_variance": [7.0, 7.0]}  # fmt: skip
+    strategy = get_strategy("mc_variance_instances")
+    assert strategy.units == ("superpixel",) and not strategy.plain
+    cands = strategy.candidates([row], LabelState(), unit="superpixel")
+    assert [(c.components, c.gains) for c in cands] == [((0,), (2.0,)), ((0, 1), (2.0, 5.0))]
+    # Region 1 reveals 2 + 5 for a cost of 2 (3.5 a unit) > region 0's 2 / 1.
+    assert strategy.select(cands, 2).candidates == (cands[1],)
+    del row["component_mc_variance_balanced"]
+    with pytest.raises(ValueError, match="no column 'component_mc_variance_balanced'"):
+        strategy.candidates([row], LabelState(), unit="superpixel")
+    with pytest.raises(ValueError, match="scores superpixel units only"):
+        strategy.check_unit("image")

@@ -79,12 +79,15 @@ class CostEstimate:
     region_components : per region, the indices of the unpaid predicted instances it
                         overlaps; a greedy pass that buys one region makes these free
                         for the others (marginal cost)
+    components        : (H, W) int32 index of the predicted instance of each pixel (-1 on
+                        void), the indices ``region_components`` names
     """
 
     image_cost: int
     region_costs: np.ndarray
     predicted: int
     region_components: list[list[int]]
+    components: np.ndarray
 
 
 def cost_estimate(
@@ -103,7 +106,7 @@ def cost_estimate(
         free[touched] = True
     image_cost = int(n - free[:n].sum())
     if region_map is None:
-        return CostEstimate(image_cost, np.zeros(0, np.int64), n, [])
+        return CostEstimate(image_cost, np.zeros(0, np.int64), n, [], comp)
     n_regions = int(region_map.max()) + 1
     ok = comp >= 0
     pairs = np.unique(region_map[ok].astype(np.int64) * (n + 1) + comp[ok])
@@ -112,7 +115,7 @@ def cost_estimate(
     regions, comps = regions[keep], comps[keep]
     costs = np.bincount(regions, minlength=n_regions).astype(np.int64)
     split = np.split(comps, np.cumsum(costs)[:-1])  # pairs are sorted by region
-    return CostEstimate(image_cost, costs, n, [c.astype(int).tolist() for c in split])
+    return CostEstimate(image_cost, costs, n, [c.astype(int).tolist() for c in split], comp)
 
 
 def estimate_costs(

@@ -67,7 +67,8 @@ def _row(
     labelled: np.ndarray | None,
     embedding: np.ndarray | None = None,
 ) -> dict:
-    """One image's row: estimated costs and, per strategy, image and region scores.
+    """One image's row: estimated costs and, per strategy, image, region and predicted-
+    instance scores.
 
     pred : (H, W) uint8 prediction; pixel : strategy -> (H, W) scores; regions : (H, W)
     region map; labelled : (H, W) labelled mask (IGNORE_INDEX = not labelled) or None;
@@ -99,11 +100,24 @@ def _row(
         if regions is not None:
             per_region = region_embeddings(embedding, regions, n_regions=len(est.region_costs))
             row["region_embedding"] = per_region.astype(np.float16).tobytes()
+    # What buying a region reveals: each predicted instance it touches, whole. Per
+    # instance, the score summed over its pixels not labelled yet (``component_<name>``).
+    unseen = est.components >= 0
+    if labelled_px is not None:
+        unseen &= ~labelled_px
     for name, px in pixel.items():
         row[f"image_{name}"] = float(px[valid].mean()) if valid.any() else 0.0
         row[f"region_{name}"] = (
             region_means(px, regions, valid=valid).tolist() if regions is not None else []
         )
+        row[f"component_{name}"] = (
+            np.bincount(
+                est.components[unseen], weights=px[unseen].astype(np.float64),
+                minlength=est.predicted,
+            ).tolist()
+            if regions is not None
+            else []
+        )  # fmt: skip
     return row
 
 

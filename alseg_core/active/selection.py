@@ -29,6 +29,9 @@ class Candidate:
     pixels: int = 0  # valid pixels in the unit (for informative pixels per cost)
     components: tuple[int, ...] | None = None  # unpaid predicted instances it overlaps
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)  # (k,)
+    # Score mass of each of ``components`` (summed over its unlabelled pixels): what
+    # buying the unit reveals, for ``select_greedy(reveal=True)``.
+    gains: tuple[float, ...] | None = None
 
 
 def candidates_for_image(
@@ -40,14 +43,19 @@ def candidates_for_image(
     region_pixels: Sequence[int] | None = None,
     region_components: Sequence[Sequence[int]] | None = None,
     region_embeddings: np.ndarray | None = None,
+    component_gains: Sequence[float] | None = None,
 ) -> list[Candidate]:
     """The superpixels of one image not yet labelled; NaN scores (no valid pixel) rank last.
 
     region_scores : (n_regions,) float; region_costs : (n_regions,) int estimated costs;
     region_pixels : (n_regions,) valid pixels; region_components : the predicted
     instances each region overlaps (for ``select_greedy``'s marginal cost);
-    region_embeddings : (n_regions, k) feature vectors (for ``select_diverse``).
+    region_embeddings : (n_regions, k) feature vectors (for ``select_diverse``);
+    component_gains : per predicted instance of the image, its score mass (indexed as
+    ``region_components``; for ``select_greedy``'s ``reveal``).
     """
+    if component_gains is not None and region_components is None:
+        raise ValueError(f"{image_id}: instance gains need the regions' instances")
     if len(region_scores) != len(region_costs):
         raise ValueError(
             f"{image_id}: {len(region_scores)} region scores but {len(region_costs)} region costs"
@@ -61,7 +69,15 @@ def candidates_for_image(
         pixels = int(region_pixels[region]) if region_pixels is not None else 0
         comps = tuple(region_components[region]) if region_components is not None else None
         emb = region_embeddings[region] if region_embeddings is not None else None
-        out.append(Candidate(image_id, region, value, int(cost), pixels, comps, emb))
+        gains = None
+        if component_gains is not None and comps is not None:
+            if comps and max(comps) >= len(component_gains):
+                raise ValueError(
+                    f"{image_id}: region {region} overlaps predicted instance {max(comps)} "
+                    f"but the scores give gains for {len(component_gains)} instances"
+                )
+            gains = tuple(float(component_gains[c]) for c in comps)
+        out.append(Candidate(image_id, region, value, int(cost), pixels, comps, emb, gains))
     return out
 
 
@@ -122,9 +138,11 @@ def calibrated(cands: list[Candidate], factor: float) -> list[Candidate]:
     return [replace(c, est_cost=calibrated_cost(c.est_cost, factor)) for c in cands]
 
 
-def _key(cand: Candidate, cost: int, per_cost: bool) -> float:
+def _key(cand: Candidate, cost: int, per_cost: bool, gain: float | None = None) -> float:
     if np.isnan(cand.score):
         return -np.inf
+    if gain is not None:
+        return gain / max(1, cost)
     if not per_cost:
         return cand.score
     return cand.score * max(1, cand.pixels) / max(1, cost)
@@ -138,6 +156,7 @@ def select_greedy(
     marginal_cost: bool = False,
     max_per_image: int | None = None,
     cost_factor: float = 1.0,
+    reveal: bool = False,
 ) -> Chosen:
     """Greedy selection with the refinements beyond the reference.
 
@@ -147,7 +166,14 @@ def select_greedy(
                     other regions of its image that overlap the same instances cost
                     less (and, with ``per_cost``, rank higher);
     max_per_image : at most this many units of one image per round (diversity);
-    cost_factor   : calibration (true / estimated cost) applied to every estimate.
+    cost_factor   : calibration (true / estimated cost) applied to every estimate;
+    reveal        : rank by what buying the unit reveals per cost unit: the annotator
+                    labels every instance a region touches, whole (the cost model), so
+                    the gain is the score mass of its predicted instances not bought
+                    yet (``Candidate.gains``), over their marginal cost. An instance
+                    bought through one region adds nothing to the others (CEREALS,
+                    Mackowiak et al. 2018: information and cost per region; here per
+                    instance revealed). Needs ``marginal_cost``.
 
     The order is exact greedy on the current keys (stale heap entries are skipped);
     ties break on (image id, region). Without any option this is
@@ -155,7 +181,16 @@ def select_greedy(
     """
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
+    if reveal and not marginal_cost:
+        raise ValueError("reveal counts each instance once: it needs marginal_cost")
     ordered = sorted(candidates, key=lambda c: (c.image_id, c.region))
+    if reveal:
+        lacking = next((c for c in ordered if c.gains is None), None)
+        if lacking is not None:
+            raise ValueError(
+                f"{lacking.image_id} region {lacking.region}: no instance gains (scores "
+                "without component_<strategy> columns, from an older version: score again)"
+            )
     bought: dict[str, set[int]] = {}
     taken: dict[str, int] = {}
 
@@ -165,8 +200,16 @@ def select_greedy(
             raw = len(set(c.components) - bought.get(c.image_id, set()))
         return calibrated_cost(raw, cost_factor)
 
+    def key(c: Candidate) -> float:
+        if not reveal:
+            return _key(c, cost(c), per_cost)
+        paid = bought.get(c.image_id, set())
+        gain = sum(g for k, g in zip(c.components or (), c.gains or (), strict=True)
+                   if k not in paid)  # fmt: skip
+        return _key(c, cost(c), per_cost, gain)
+
     version = [0] * len(ordered)
-    heap = [(-_key(c, cost(c), per_cost), i, 0) for i, c in enumerate(ordered)]
+    heap = [(-key(c), i, 0) for i, c in enumerate(ordered)]
     heapq.heapify(heap)
     by_image: dict[str, list[int]] = {}
     for i, c in enumerate(ordered):
@@ -193,7 +236,7 @@ def select_greedy(
                 other = ordered[j]
                 if j not in done and other.components and shared & set(other.components):
                     version[j] += 1
-                    heapq.heappush(heap, (-_key(other, cost(other), per_cost), j, version[j]))
+                    heapq.heappush(heap, (-key(other), j, version[j]))
     return Chosen(tuple(chosen), budget, spent)
 
 

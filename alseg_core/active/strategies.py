@@ -58,6 +58,7 @@ class Strategy:
     marginal_cost: bool = False
     max_per_image: int | None = None
     diverse: bool = False  # k-centre greedy over a shortlist (``select_diverse``)
+    reveal: bool = False  # rank by the score mass of the instances a unit reveals
     column: str | None = None  # scores-table column (default: the name)
 
     def __post_init__(self) -> None:
@@ -65,6 +66,11 @@ class Strategy:
         if not self.units or unknown:
             raise ValueError(
                 f"strategy {self.name!r}: units must be among {UNITS}, got {self.units}"
+            )
+        if self.reveal and not (self.marginal_cost and self.units == (SUPERPIXEL_UNIT,)):
+            raise ValueError(
+                f"strategy {self.name!r}: reveal ranks superpixels by the instances they "
+                "reveal; it needs marginal_cost and units ('superpixel',)"
             )
 
     @property
@@ -79,7 +85,10 @@ class Strategy:
     @property
     def plain(self) -> bool:
         """Greedy by score with independent costs: the reference's selection."""
-        return not (self.per_cost or self.marginal_cost or self.max_per_image or self.diverse)
+        return not (
+            self.per_cost or self.marginal_cost or self.max_per_image or self.diverse
+            or self.reveal
+        )  # fmt: skip
 
     def pixel_scores(self, stats: PixelStats) -> Any:
         """(N, H, W) scores; numpy in (``PixelStats.from_samples``) gives torch out."""
@@ -120,7 +129,7 @@ class Strategy:
             return select_diverse(candidates, budget, cost_factor=cost_factor)
         return select_greedy(
             candidates, budget, per_cost=self.per_cost, marginal_cost=self.marginal_cost,
-            max_per_image=self.max_per_image, cost_factor=cost_factor,
+            max_per_image=self.max_per_image, cost_factor=cost_factor, reveal=self.reveal,
         )  # fmt: skip
 
     def check_unit(self, unit: str) -> None:
@@ -166,6 +175,7 @@ class Strategy:
                     _embedding(row, "region_embedding").reshape(len(costs), -1)
                     if self.diverse else None
                 ),
+                component_gains=_column(row, f"component_{column}") if self.reveal else None,
             )  # fmt: skip
         return out
 
@@ -291,6 +301,14 @@ def _register_builtins() -> None:
             column="mc_variance",
             description="k-centre greedy (Sener & Savarese 2018) on trunk features over the "
             "most MC-variant units worth 3x the budget (Yang et al. 2017)",
+        ),
+        Strategy(
+            "mc_variance_instances", lazy("class_balanced_mc_variance"), needs_mc=True,
+            units=(SUPERPIXEL_UNIT,), marginal_cost=True, reveal=True,
+            column="mc_variance_balanced",
+            description="class-balanced MC variance summed over the predicted instances a "
+            "superpixel reveals whole, per marginal cost, each instance counted once "
+            "(information and cost per region as in CEREALS, Mackowiak et al. 2018)",
         ),
     ):  # fmt: skip
         register_strategy(strategy)
