@@ -100,4 +100,5 @@ def test_instance_masses_sum_the_scores_of_each_predicted_instance_not_yet_label
     row = _row("x", pred, {"s": score}, regions, labelled)
     assert row["region_est_cost"] == [0, 1, 1]
     assert row["component_s"] == pytest.approx([9.0, 100.0])
+    assert row["component_pixels"] == [3, 4]
     assert _row("x", pred, {"s": score}, None, None)["component_s"] == []

@@ -201,7 +201,7 @@ def test_instances_strategy_reads_the_instance_masses_of_its_column():
            "region_est_cost": [1, 2], "region_pixels": [3, 1],
            "region_components": [[0], [0, 1]],
            "region_mc_variance_balanced": [0.9, 0.1], "image_mc_variance_balanced": 0.5,
-           "component_mc_variance_balanced": [2.0, 5.0],
+           "component_mc_variance_balanced": [2.0, 5.0], "component_pixels": [1, 10],
            "component_mc_variance": [7.0, 7.0]}  # fmt: skip
     strategy = get_strategy("mc_variance_instances")
     assert strategy.units == ("superpixel",) and not strategy.plain
@@ -209,6 +209,12 @@ def test_instances_strategy_reads_the_instance_masses_of_its_column():
     assert [(c.components, c.gains) for c in cands] == [((0,), (2.0,)), ((0, 1), (2.0, 5.0))]
     # Region 1 reveals 2 + 5 for a cost of 2 (3.5 a unit) > region 0's 2 / 1.
     assert strategy.select(cands, 2).candidates == (cands[1],)
+    # Per instance, whatever its size: instance 0 is worth 2 / 1 pixel, instance 1
+    # 5 / 10 pixels; region 0 (2 a unit) now beats region 1 ((2 + 0.5) / 2).
+    mean = get_strategy("mc_variance_instance_mean")
+    cands = mean.candidates([row], LabelState(), unit="superpixel")
+    assert [c.gains for c in cands] == [(2.0,), (2.0, 0.5)]
+    assert mean.select(cands, 2).candidates[0] == cands[0]
     del row["component_mc_variance_balanced"]
     with pytest.raises(ValueError, match="no column 'component_mc_variance_balanced'"):
         strategy.candidates([row], LabelState(), unit="superpixel")

@@ -101,10 +101,15 @@ def _row(
             per_region = region_embeddings(embedding, regions, n_regions=len(est.region_costs))
             row["region_embedding"] = per_region.astype(np.float16).tobytes()
     # What buying a region reveals: each predicted instance it touches, whole. Per
-    # instance, the score summed over its pixels not labelled yet (``component_<name>``).
+    # instance, its pixels not labelled yet and their summed score (``component_<name>``).
     unseen = est.components >= 0
     if labelled_px is not None:
         unseen &= ~labelled_px
+    row["component_pixels"] = (
+        np.bincount(est.components[unseen], minlength=est.predicted).tolist()
+        if regions is not None
+        else []
+    )
     for name, px in pixel.items():
         row[f"image_{name}"] = float(px[valid].mean()) if valid.any() else 0.0
         row[f"region_{name}"] = (

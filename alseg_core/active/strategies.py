@@ -58,7 +58,9 @@ class Strategy:
     marginal_cost: bool = False
     max_per_image: int | None = None
     diverse: bool = False  # k-centre greedy over a shortlist (``select_diverse``)
-    reveal: bool = False  # rank by the score mass of the instances a unit reveals
+    # Rank superpixels by the predicted instances they reveal (``select_greedy``'s
+    # reveal): "mass" = each instance's summed score, "mean" = its mean score per pixel.
+    reveal: str | None = None
     column: str | None = None  # scores-table column (default: the name)
 
     def __post_init__(self) -> None:
@@ -66,6 +68,11 @@ class Strategy:
         if not self.units or unknown:
             raise ValueError(
                 f"strategy {self.name!r}: units must be among {UNITS}, got {self.units}"
+            )
+        if self.reveal not in (None, "mass", "mean"):
+            raise ValueError(
+                f"strategy {self.name!r}: reveal must be 'mass', 'mean' or None, got "
+                f"{self.reveal!r}"
             )
         if self.reveal and not (self.marginal_cost and self.units == (SUPERPIXEL_UNIT,)):
             raise ValueError(
@@ -129,7 +136,8 @@ class Strategy:
             return select_diverse(candidates, budget, cost_factor=cost_factor)
         return select_greedy(
             candidates, budget, per_cost=self.per_cost, marginal_cost=self.marginal_cost,
-            max_per_image=self.max_per_image, cost_factor=cost_factor, reveal=self.reveal,
+            max_per_image=self.max_per_image, cost_factor=cost_factor,
+            reveal=self.reveal is not None,
         )  # fmt: skip
 
     def check_unit(self, unit: str) -> None:
@@ -175,9 +183,19 @@ class Strategy:
                     _embedding(row, "region_embedding").reshape(len(costs), -1)
                     if self.diverse else None
                 ),
-                component_gains=_column(row, f"component_{column}") if self.reveal else None,
+                component_gains=self._instance_gains(row),
             )  # fmt: skip
         return out
+
+    def _instance_gains(self, row: Mapping) -> list[float] | None:
+        """Per predicted instance of the row's image, what revealing it is worth."""
+        if self.reveal is None:
+            return None
+        mass = np.asarray(_column(row, f"component_{self.scores_column}"), np.float64)
+        if self.reveal == "mass":
+            return mass.tolist()
+        pixels = np.asarray(_column(row, "component_pixels"), np.float64)
+        return np.where(pixels > 0, mass / np.maximum(pixels, 1.0), 0.0).tolist()
 
 
 def _embedding(row: Mapping, key: str) -> np.ndarray:
@@ -304,11 +322,19 @@ def _register_builtins() -> None:
         ),
         Strategy(
             "mc_variance_instances", lazy("class_balanced_mc_variance"), needs_mc=True,
-            units=(SUPERPIXEL_UNIT,), marginal_cost=True, reveal=True,
+            units=(SUPERPIXEL_UNIT,), marginal_cost=True, reveal="mass",
             column="mc_variance_balanced",
             description="class-balanced MC variance summed over the predicted instances a "
             "superpixel reveals whole, per marginal cost, each instance counted once "
             "(information and cost per region as in CEREALS, Mackowiak et al. 2018)",
+        ),
+        Strategy(
+            "mc_variance_instance_mean", lazy("class_balanced_mc_variance"), needs_mc=True,
+            units=(SUPERPIXEL_UNIT,), marginal_cost=True, reveal="mean",
+            column="mc_variance_balanced",
+            description="as mc_variance_instances, but each revealed instance is worth its "
+            "mean score, whatever its size: instances, not pixels, are the unit of "
+            "information (large stuff components no longer outweigh small objects)",
         ),
     ):  # fmt: skip
         register_strategy(strategy)
