@@ -88,9 +88,14 @@ class Chosen:
     spent: int
 
 
+def in_unit_order(candidates: Iterable[Candidate]) -> list[Candidate]:
+    """Sorted by (image id, region): the order ties break in, whatever the input's."""
+    return sorted(candidates, key=lambda c: (c.image_id, c.region))
+
+
 def by_score(candidates: Sequence[Candidate]) -> list[Candidate]:
     """Best score first, NaN last; ties in (image id, region) order, whatever the input's."""
-    ordered = sorted(candidates, key=lambda c: (c.image_id, c.region))
+    ordered = in_unit_order(candidates)
     scores = np.array([-np.inf if np.isnan(c.score) else c.score for c in ordered])
     return [ordered[i] for i in np.argsort(-scores, kind="stable")]
 
@@ -111,7 +116,7 @@ def select_under_budget(
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     if rng is not None:
-        ordered = sorted(candidates, key=lambda c: (c.image_id, c.region))
+        ordered = in_unit_order(candidates)
         ordered = [ordered[i] for i in rng.permutation(len(ordered))]
     else:
         ordered = by_score(candidates)
@@ -183,7 +188,7 @@ def select_greedy(
         raise ValueError(f"budget must be >= 0, got {budget}")
     if reveal and not marginal_cost:
         raise ValueError("reveal counts each instance once: it needs marginal_cost")
-    ordered = sorted(candidates, key=lambda c: (c.image_id, c.region))
+    ordered = in_unit_order(candidates)
     if reveal:
         lacking = next((c for c in ordered if c.gains is None), None)
         if lacking is not None:
