@@ -255,6 +255,7 @@ def run(
     only: dict | None = None,
     check: Path | None = None,
     ceilings_from: Path | None = None,
+    command: str | None = None,
 ) -> str:
     """Run the preset (or the subset ``only`` names) from scratch in ``work``.
 
@@ -263,7 +264,8 @@ def run(
     against the earlier run's spread over seeds (written to ``<out>.md``).
     ``ceilings_from``: an earlier result (``<part>.json``) of the same settings and
     seeds whose ceilings are reused instead of trained again (strategies added later
-    run in a fraction of the time; ``--merge`` then joins the parts).
+    run in a fraction of the time; ``--merge`` then joins the parts). ``command``: the
+    command line, for the report (default: the preset's).
     """
     from alseg_core.active.strategies import get_strategy
     from alseg_core.datasets.synthetic import SyntheticSpec, make_synthetic
@@ -315,9 +317,10 @@ def run(
         return md
     _write_csv(rows, out)
     minutes = (time.perf_counter() - start) / 60
+    command = command or f".venv/bin/python bench/label_efficiency.py --preset {preset_name}"
     footer = (
         f"\nMachine: {describe()}. Wall time: {minutes:.1f} min. Code: {_commit()}.\n"
-        f"Command: `.venv/bin/python bench/label_efficiency.py --preset {preset_name}`\n"
+        f"Command: `{command}`\n"
     )
     extra = {"machine": describe(), "code": _commit()}
     if ceilings_from:
@@ -504,8 +507,9 @@ def main() -> None:
         merge(args.merge, Path(args.out), args.preset)
         return
     only = {"seeds": args.seeds, "strategies": args.strategies, "units": args.units}
+    command = " ".join([".venv/bin/python bench/label_efficiency.py", *sys.argv[1:]])
     run(args.preset, Path(args.out), Path(args.work), jobs=args.jobs, only=only,
-        check=args.check, ceilings_from=args.ceilings_from)  # fmt: skip
+        check=args.check, ceilings_from=args.ceilings_from, command=command)  # fmt: skip
 
 
 if __name__ == "__main__":
