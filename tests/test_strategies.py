@@ -220,3 +220,25 @@ def test_instances_strategy_reads_the_instance_masses_of_its_column():
         strategy.candidates([row], LabelState(), unit="superpixel")
     with pytest.raises(ValueError, match="scores superpixel units only"):
         strategy.check_unit("image")
+
+
+def test_rarity_weighting_counts_a_rare_class_the_model_does_not_predict():
+    """Two pixels, both predicted class 0 in every pass. Pixel 0 wavers between class 0
+    and class 1 (common); pixel 1 between class 0 and class 2 (never labelled)."""
+    from alseg_core.active.scorers import rarity_weighted_mc_variance
+
+    pass_a = torch.tensor([[[0.9, 0.9]], [[0.1, 0.0]], [[0.0, 0.1]]], dtype=torch.float64)
+    pass_b = torch.tensor([[[0.7, 0.7]], [[0.3, 0.0]], [[0.0, 0.3]]], dtype=torch.float64)
+    probs = torch.stack([pass_a, pass_b])[:, None]  # (D=2, N=1, C=3, H=1, W=2)
+    stats = PixelStats.from_samples(probs, logits=torch.log(probs.mean(0)))
+    # Per class, Var = 0.01 for the two wavering classes, 0 for the silent one.
+    plain = mc_variance(stats)[0, 0]
+    assert plain.tolist() == pytest.approx([0.02 / 3, 0.02 / 3])
+    weighted = PixelStats(**{**stats.__dict__, "class_weights": torch.tensor([1.0, 0.5, 10.0])})
+    rare = rarity_weighted_mc_variance(weighted)[0, 0]
+    # (1 x 0.01 + 0.5 x 0.01) / 3 against (1 x 0.01 + 10 x 0.01) / 3
+    assert rare.tolist() == pytest.approx([0.015 / 3, 0.11 / 3])
+    # Weighting by the predicted class (class 0 for both) cannot tell them apart.
+    balanced = class_balanced_mc_variance(weighted)[0, 0]
+    assert balanced[0] == pytest.approx(balanced[1].item())
+    assert get_strategy("mc_variance_rare").plain

@@ -42,6 +42,7 @@ __all__ = [
     "mc_entropy",
     "mc_statistics",
     "mc_variance",
+    "rarity_weighted_mc_variance",
     "softmax_entropy",
     "upsample_scores",
 ]
@@ -115,6 +116,22 @@ def class_balanced_mc_variance(stats: PixelStats) -> torch.Tensor:
     source = stats.logits if stats.logits is not None else stats.mean_probs
     weights = stats.class_weights.to(score.device, score.dtype)
     return score * weights[source.argmax(1)]
+
+
+def rarity_weighted_mc_variance(stats: PixelStats) -> torch.Tensor:
+    """Mean over classes of Var[p(c)] x the rarity weight of class c (``class_weights``).
+
+    Unlike ``class_balanced_mc_variance`` (the weight of the *predicted* class), each
+    class's own variance is weighted: a person the model still calls building, but whose
+    person probability varies from pass to pass, scores by the person's rarity. Classes
+    the model never predicts are the ones that stay at 0 IoU. Without weights this is
+    MC variance.
+    """
+    var = (stats.mean_sq_probs - stats.mean_probs**2).clamp_min(0.0)
+    if stats.class_weights is None:
+        return var.mean(dim=1)
+    weights = stats.class_weights.to(var.device, var.dtype)
+    return (var * weights[None, :, None, None]).mean(dim=1)
 
 
 def bald(stats: PixelStats) -> torch.Tensor:

@@ -302,6 +302,11 @@ def _register_builtins() -> None:
             "(median-frequency weights; cf. Cai et al. 2021 class-balanced acquisition)",
         ),
         Strategy(
+            "mc_variance_rare", lazy("rarity_weighted_mc_variance"), needs_mc=True,
+            description="mean over classes of Var[p(c)] x the rarity of class c in the "
+            "labelled set: classes the model does not predict yet still count",
+        ),
+        Strategy(
             "mc_variance_per_cost", lazy("mc_variance"), needs_mc=True, per_cost=True,
             marginal_cost=True, column="mc_variance",
             description="MC variance x pixels per estimated cost, each predicted "
