@@ -65,9 +65,10 @@ PRESETS: dict[str, dict] = {
         "jobs": 2,
         "ceiling_chunk": 16, "ceiling_tol": 0.005, "ceiling_max_chunks": 3,
     },
-    # The synthetic default resolution, every refinement on its own (ablation): ~4-5 h on
-    # 2 CPU cores, in the background (measured at 560e73a: 9-18 min per run and ~35 min
-    # per ceiling, two at a time; 39 runs + 3 ceilings).
+    # The synthetic default resolution, every refinement on its own (ablation): ~6-7 h on
+    # 2 CPU cores, in the background (measured at 560e73a and b8349e8: 9-18 min per run
+    # and ~35 min per ceiling, two at a time; 51 runs + 3 ceilings). Run it a few
+    # strategies or a seed at a time (--ceilings-from, --merge).
     "standard": {
         "synthetic": {"n_train": 400, "n_val": 50, "height": 128, "width": 256, "seed": 0},
         "superpixels": {"compactness": 0.01},
