@@ -40,6 +40,9 @@ from label_efficiency_report import compare, summarise  # noqa: E402
 #: superpixel seed spends about what the 20 random seed images cost (≈35 each at 64x128).
 VARIANTS: dict[str, dict] = {
     "sp_seed": {"seed_unit": "superpixel", "seed_budget": 700},
+    # Each round trained on until val mIoU stops improving (up to 2 more chunks of the
+    # round's steps): is a curve limited by the steps its rounds were given?
+    "plateau": {"plateau_chunks": 2, "plateau_tol": 0.005},
 }
 
 PRESETS: dict[str, dict] = {
@@ -291,7 +294,7 @@ def run(
           f"[{time.perf_counter() - start:.0f}s]", flush=True)  # fmt: skip
     runs = preset.get("runs") or [
         (unit, strategy) for unit in preset["units"] for strategy in preset["strategies"]
-        if unit in get_strategy(strategy).units
+        if unit in get_strategy(_variant(strategy)[0]).units
     ] + preset.get("extra_runs", [])  # fmt: skip
     if only and only.get("strategies"):
         runs = [r for r in runs if r[1] in only["strategies"]]
