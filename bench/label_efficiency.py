@@ -68,16 +68,19 @@ PRESETS: dict[str, dict] = {
         "jobs": 2,
         "ceiling_chunk": 16, "ceiling_tol": 0.005, "ceiling_max_chunks": 3,
     },
-    # The synthetic default resolution, every refinement on its own (ablation): ~6-7 h on
-    # 2 CPU cores, in the background (measured at 560e73a and b8349e8: 9-18 min per run
-    # and ~35 min per ceiling, two at a time; 51 runs + 3 ceilings). Run it a few
-    # strategies or a seed at a time (--ceilings-from, --merge).
+    # The synthetic default resolution, every refinement on its own (ablation), each round
+    # trained on until val mIoU stops improving (up to 2 more chunks of 200 steps: with
+    # 200 steps alone, as at 560e73a-e4c545e, the rounds' models were step-limited, e.g.
+    # round 0 at 0.198 against 0.241 with the rule, 33d03ca). Measured without the rule:
+    # 9-18 min per run, ~35 min per ceiling, two at a time; with it about 2x per run, so
+    # the 51 runs + 3 ceilings take ~10-12 h on 2 CPU cores: run a few strategies or a seed
+    # at a time (--ceilings-from, --merge).
     "standard": {
         "synthetic": {"n_train": 400, "n_val": 50, "height": 128, "width": 256, "seed": 0},
         "superpixels": {"compactness": 0.01},
         "model": {"name": "lraspp_mobilenet_v3_large"},
         "al": {"rounds": 5, "initial_images": 20, "budget_per_round": 800, "mc_passes": 10,
-               "train_steps": 200},
+               "train_steps": 200, "plateau_chunks": 2, "plateau_tol": 0.005},
         "strategies": ["random", "mc_variance", "mc_variance_balanced", "mc_variance_rare",
                        "mc_variance_per_cost", "mc_variance_plus", "mc_variance_diverse",
                        "mc_variance_instances", "mc_variance_instance_mean"],
