@@ -191,6 +191,12 @@ def test_reveal_ranks_regions_by_the_instances_they_reveal_each_counted_once():
     assert select_greedy([r0, r1, r2], 1, marginal_cost=True, reveal=True).candidates == (r1,)
     with pytest.raises(ValueError, match="needs marginal_cost"):
         select_greedy([r0], 1, reveal=True)
+    from alseg_core.active.selection import candidates_for_image
+
+    with pytest.raises(ValueError, match="overlaps predicted instance 2 but the scores give "
+                                         "gains for 2 instances"):  # fmt: skip
+        candidates_for_image("img", [0.5], [1], region_components=[[0, 2]],
+                             component_gains=[1.0, 2.0])  # fmt: skip
     with pytest.raises(ValueError, match="img region 0: no instance gains"):
         select_greedy([Candidate("img", 0, 0.5, 1, components=(0,))], 1, marginal_cost=True,
                       reveal=True)  # fmt: skip

@@ -29,8 +29,8 @@ class Candidate:
     pixels: int = 0  # valid pixels in the unit (for informative pixels per cost)
     components: tuple[int, ...] | None = None  # unpaid predicted instances it overlaps
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)  # (k,)
-    # Score mass of each of ``components`` (summed over its unlabelled pixels): what
-    # buying the unit reveals, for ``select_greedy(reveal=True)``.
+    # What revealing each of ``components`` is worth (its score mass over its unlabelled
+    # pixels, or its mean score: the strategy's choice), for ``select_greedy(reveal=True)``.
     gains: tuple[float, ...] | None = None
 
 
@@ -51,8 +51,8 @@ def candidates_for_image(
     region_pixels : (n_regions,) valid pixels; region_components : the predicted
     instances each region overlaps (for ``select_greedy``'s marginal cost);
     region_embeddings : (n_regions, k) feature vectors (for ``select_diverse``);
-    component_gains : per predicted instance of the image, its score mass (indexed as
-    ``region_components``; for ``select_greedy``'s ``reveal``).
+    component_gains : per predicted instance of the image, what revealing it is worth
+    (indexed as ``region_components``; for ``select_greedy``'s ``reveal``).
     """
     if component_gains is not None and region_components is None:
         raise ValueError(f"{image_id}: instance gains need the regions' instances")
@@ -174,8 +174,8 @@ def select_greedy(
     cost_factor   : calibration (true / estimated cost) applied to every estimate;
     reveal        : rank by what buying the unit reveals per cost unit: the annotator
                     labels every instance a region touches, whole (the cost model), so
-                    the gain is the score mass of its predicted instances not bought
-                    yet (``Candidate.gains``), over their marginal cost. An instance
+                    the gain is the worth of its predicted instances not bought yet
+                    (``Candidate.gains``), over their marginal cost. An instance
                     bought through one region adds nothing to the others (CEREALS,
                     Mackowiak et al. 2018: information and cost per region; here per
                     instance revealed). Needs ``marginal_cost``.
