@@ -375,7 +375,8 @@ def _report(
 ) -> str:  # fmt: skip
     """Write <out>.{md,png,json} (the CSV is the caller's); returns the markdown."""
     seeds = sorted({int(r["seed"]) for r in rows})
-    title = f"preset {preset_name}, {preset['model']['name']}, {len(seeds)} seeds"
+    plural = "s" if len(seeds) != 1 else ""
+    title = f"preset {preset_name}, {preset['model']['name']}, {len(seeds)} seed{plural}"
     ceiling = {
         "converged": [c["converged"] for c in ceilings],
         "equal_steps": [c["equal_steps"] for c in ceilings],
