@@ -346,10 +346,23 @@ def _settings(preset: dict) -> str:
     return json.dumps(same, sort_keys=True, default=str)
 
 
+#: ``al`` settings full supervision does not read: results that differ only in these
+#: share their ceilings (the ceiling trains every pool image for the AL run's steps,
+#: then to its own plateau).
+NOT_IN_CEILING = ("plateau_chunks", "plateau_tol")
+
+
+def _ceiling_settings(preset: dict) -> str:
+    preset = json.loads(json.dumps(preset, default=str))
+    al = {k: v for k, v in preset.get("al", {}).items() if k not in NOT_IN_CEILING}
+    return _settings({**preset, "al": al})
+
+
 def _reused_ceilings(part: Path, preset: dict) -> list[dict]:
-    """The ceilings of ``preset``'s seeds from an earlier result of the same settings."""
+    """The ceilings of ``preset``'s seeds from an earlier result of the same settings
+    (other than how each round is trained, ``NOT_IN_CEILING``)."""
     meta = json.loads(part.with_suffix(".json").read_text())
-    if _settings(meta["preset"]) != _settings(json.loads(json.dumps(preset, default=str))):
+    if _ceiling_settings(meta["preset"]) != _ceiling_settings(preset):
         raise ValueError(f"{part}: run with other settings than this run; its ceilings differ")
     have = {int(c["seed"]): c for c in meta["ceilings"]}
     missing = sorted(set(preset["seeds"]) - set(have))

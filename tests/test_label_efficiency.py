@@ -158,6 +158,9 @@ def test_merge_joins_strategies_run_later_on_the_same_seeds_and_their_ceilings(t
         bench._reused_ceilings(old, {**preset, "seeds": [1, 2]})
     with pytest.raises(ValueError, match="other settings"):
         bench._reused_ceilings(old, {**preset, "seeds": [1], "al": {"rounds": 9}})
+    # How each AL round is trained does not change full supervision: ceilings are shared.
+    plateau = {**preset["al"], "plateau_chunks": 2, "plateau_tol": 0.005}
+    assert bench._reused_ceilings(old, {**preset, "seeds": [0], "al": plateau})[0]["seed"] == 0
     _part(new, [0, 1], {"mc_variance": [0.2, 0.4, 0.5]}, 300, 0.5,
           {**preset, "strategies": ["mc_variance"]})  # fmt: skip
     md = bench.merge([old, new], tmp_path / "merged", "tiny")
