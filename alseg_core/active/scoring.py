@@ -105,10 +105,9 @@ def _row(
     unseen = est.components >= 0
     if labelled_px is not None:
         unseen &= ~labelled_px
+    unseen_comp = est.components[unseen]  # indexed once, not once per strategy
     row["component_pixels"] = (
-        np.bincount(est.components[unseen], minlength=est.predicted).tolist()
-        if regions is not None
-        else []
+        np.bincount(unseen_comp, minlength=est.predicted).tolist() if regions is not None else []
     )
     for name, px in pixel.items():
         row[f"image_{name}"] = float(px[valid].mean()) if valid.any() else 0.0
@@ -117,8 +116,7 @@ def _row(
         )
         row[f"component_{name}"] = (
             np.bincount(
-                est.components[unseen], weights=px[unseen].astype(np.float64),
-                minlength=est.predicted,
+                unseen_comp, weights=px[unseen].astype(np.float64), minlength=est.predicted
             ).tolist()
             if regions is not None
             else []
