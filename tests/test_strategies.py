@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -248,3 +250,35 @@ def test_rarity_weighting_counts_a_rare_class_the_model_does_not_predict():
     balanced = class_balanced_mc_variance(weighted)[0, 0]
     assert balanced[0] == pytest.approx(balanced[1].item())
     assert get_strategy("mc_variance_rare").plain
+
+
+def test_ripu_scores_where_predicted_classes_meet_not_inside_one_class():
+    """A 3x3 map predicted [[0, 0, 0], [0, 1, 1], [0, 1, 1]], every pixel at softmax
+    (0.75, 0.25) for its class: the same uncertainty everywhere, so the impurity of each
+    pixel's 3x3 window (cells off the map not counted) orders them."""
+    from alseg_core.active.scorers import region_impurity, ripu
+
+    pred = torch.tensor([[0, 0, 0], [0, 1, 1], [0, 1, 1]])
+    top, other = math.log(0.75), math.log(0.25)
+    logits = torch.stack([torch.where(pred == 0, top, other), torch.where(pred == 1, top, other)])
+    logits = logits[None].double()  # (N=1, C=2, 3, 3)
+    probs = torch.softmax(logits, dim=1)
+    stats = PixelStats.from_samples(torch.stack([probs, probs]), logits=logits)
+
+    def h(*counts: int) -> float:
+        n = sum(counts)
+        return -sum(c / n * math.log(c / n) for c in counts if c)
+
+    impurity = region_impurity(stats)[0]
+    assert impurity[1, 1].item() == pytest.approx(h(5, 4))  # the whole map
+    assert impurity[0, 0].item() == pytest.approx(h(3, 1))  # 2x2 window at the corner
+    assert impurity[2, 2].item() == pytest.approx(h(4))  # == 0: inside class 1
+    uncertainty = h(3, 1)  # H(0.75, 0.25)
+    assert ripu(stats)[0].numpy() == pytest.approx(impurity.numpy() * uncertainty)
+    # Equally uncertain, but the pure corner scores 0 and the two corners whose windows
+    # are half one class, half the other (h(2, 2) = ln 2) score most.
+    assert impurity[0, 2].item() == impurity[2, 0].item() == pytest.approx(math.log(2))
+    assert ripu(stats)[0].flatten().argmax().item() == 2 and ripu(stats)[0, 2, 2].item() == 0
+    with pytest.raises(ValueError, match="window must be an odd number"):
+        region_impurity(stats, window=2)
+    assert get_strategy("ripu").plain and not get_strategy("ripu").needs_mc

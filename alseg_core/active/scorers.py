@@ -18,6 +18,7 @@ Head passes run several at a time, chunked so their working memory stays under
 - MC entropy       H(mean_d p_d), the entropy of the mean softmax
 - MC variance      mean over classes of Var_d[p_d(c)] (the reference's best strategy)
 - BALD             H(mean_d p_d) - mean_d H(p_d), the mutual information
+- RIPU             region impurity x prediction uncertainty (Xie et al., CVPR 2022)
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ __all__ = [
     "mc_statistics",
     "mc_variance",
     "rarity_weighted_mc_variance",
+    "region_impurity",
+    "ripu",
     "softmax_entropy",
     "upsample_scores",
 ]
@@ -132,6 +135,36 @@ def rarity_weighted_mc_variance(stats: PixelStats) -> torch.Tensor:
         return var.mean(dim=1)
     weights = stats.class_weights.to(var.device, var.dtype)
     return (var * weights[None, :, None, None]).mean(dim=1)
+
+
+#: Side of the square window, in score-map cells, over which ``region_impurity`` counts
+#: the predicted classes: 3x3 cells, 24x24 image pixels at output stride 8.
+IMPURITY_WINDOW = 3
+
+
+def region_impurity(stats: PixelStats, window: int = IMPURITY_WINDOW) -> torch.Tensor:
+    """(N, H, W) entropy of the predicted classes in each pixel's ``window`` x ``window``
+    neighbourhood (cells outside the map not counted): 0 inside one class, high where
+    several classes meet, as at the edges and the insides of small objects."""
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"region_impurity: window must be an odd number >= 1, got {window}")
+    source = stats.logits if stats.logits is not None else stats.mean_probs
+    predicted = F.one_hot(source.argmax(1), source.shape[1]).permute(0, 3, 1, 2)
+    share = F.avg_pool2d(
+        predicted.to(stats.mean_probs.dtype), window, stride=1, padding=window // 2,
+        count_include_pad=False,
+    )  # fmt: skip
+    return entropy(share)
+
+
+def ripu(stats: PixelStats) -> torch.Tensor:
+    """Region impurity x prediction uncertainty (RIPU; Xie et al., CVPR 2022).
+
+    The uncertainty is the entropy of the deterministic pass's softmax, as in the paper
+    (of the MC mean without one). A pure region scores 0 however uncertain: the budget
+    goes where classes meet, which is where small objects are.
+    """
+    return region_impurity(stats) * softmax_entropy(stats)
 
 
 def bald(stats: PixelStats) -> torch.Tensor:

@@ -307,6 +307,11 @@ def _register_builtins() -> None:
             "labelled set: classes the model does not predict yet still count",
         ),
         Strategy(
+            "ripu", lazy("ripu"),
+            description="region impurity (entropy of the predicted classes in a 3x3-cell "
+            "window) x softmax entropy (Xie et al., CVPR 2022)",
+        ),
+        Strategy(
             "mc_variance_per_cost", lazy("mc_variance"), needs_mc=True, per_cost=True,
             marginal_cost=True, column="mc_variance",
             description="MC variance x pixels per estimated cost, each predicted "
