@@ -171,3 +171,17 @@ def test_merge_joins_strategies_run_later_on_the_same_seeds_and_their_ceilings(t
     _part(new, [1], {"mc_variance": [0.2, 0.4, 0.5]}, 300, 0.9, preset)
     with pytest.raises(ValueError, match="another ceiling for seed 1"):
         bench.merge([old, new], tmp_path / "bad", "tiny")
+
+
+def test_ablation_preset_is_the_standard_setting_with_other_runs():
+    """Its parts reuse the standard's ceilings and merge with its results: the same
+    settings, none of the same runs, every strategy registered for the superpixel unit."""
+    from alseg_core.active.strategies import get_strategy
+
+    bench = _load_bench()
+    standard, ablation = bench.PRESETS["standard"], bench.PRESETS["ablation"]
+    assert bench._settings(ablation) == bench._settings(standard)
+    assert bench._ceiling_settings(ablation) == bench._ceiling_settings(standard)
+    assert not set(ablation["strategies"]) & set(standard["strategies"])
+    for strategy in ablation["strategies"]:
+        assert "superpixel" in get_strategy(strategy).units, strategy
