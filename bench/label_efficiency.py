@@ -463,7 +463,7 @@ def merge(parts: list[Path], out: Path, preset_name: str) -> str:
     footer = ("\nMerged from " + ", ".join(str(p) for p in parts) + " (code: "
               + "; ".join(codes) + "). Machines: " + "; ".join(sorted(set(machines))) + ".\n"
               f"Command: `.venv/bin/python bench/label_efficiency.py --preset {preset_name} "
-              "--merge " + " ".join(str(p) for p in parts) + "`\n")  # fmt: skip
+              "--merge " + " ".join(str(p) for p in parts) + f" --out {out}`\n")  # fmt: skip
     extra = {"machine": sorted(set(machines)), "code": codes,
              "merged_from": [str(p) for p in parts]}  # fmt: skip
     by_seed = [ceilings[s] for s in sorted(ceilings)]

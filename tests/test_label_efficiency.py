@@ -135,6 +135,8 @@ def test_merge_reports_the_seeds_of_several_runs_as_one(tmp_path):
     # MC variance minus random after round 1: +0.05, +0.08, +0.08 -> mean +0.07
     assert "r1 @10.0%: +0.0700" in md
     assert out.with_suffix(".png").stat().st_size > 0
+    # The command it names writes the same report again, not the default results.
+    assert f"--merge {a} {b} --out {out}`" in md
     with pytest.raises(ValueError, match="already in an earlier part"):
         bench.merge([a, a], tmp_path / "twice", "tiny")
     _part(b, [1], {"random": [0.2, 0.3, 0.4]}, 400, 0.8, {**preset, "al": {"rounds": 9}})
