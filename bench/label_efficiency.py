@@ -73,7 +73,7 @@ PRESETS: dict[str, dict] = {
     # 560e73a-e4c545e, the rounds' models were step-limited, e.g. round 0 at 0.198
     # against 0.241 with the rule, 33d03ca). The headline comparison only: random and MC
     # variance on both units; the refinements are ``ablation`` (same settings, so
-    # --ceilings-from and --merge join the two). Measured with the rule: ~40 min per pair
+    # --ceilings-from and --merge join the two). Measured with the rule: ~32-38 min per pair
     # of runs two at a time, ~35 min per ceiling.
     "standard": {
         "synthetic": {"n_train": 400, "n_val": 50, "height": 128, "width": 256, "seed": 0},
@@ -117,7 +117,7 @@ PRESETS: dict[str, dict] = {
     },
 }  # fmt: skip
 # Every refinement on its own, superpixel unit, in the ``standard`` setting: run with
-# ``--ceilings-from`` a standard result and join it with ``--merge`` (~40 min a pair of
+# ``--ceilings-from`` a standard result and join it with ``--merge`` (~35 min a pair of
 # runs: a strategy or a seed per sitting).
 PRESETS["ablation"] = {
     **PRESETS["standard"],
