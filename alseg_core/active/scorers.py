@@ -118,7 +118,7 @@ def class_balanced_mc_variance(stats: PixelStats) -> torch.Tensor:
         return score
     source = stats.logits if stats.logits is not None else stats.mean_probs
     weights = stats.class_weights.to(score.device, score.dtype)
-    return score * weights[source.argmax(1)]
+    return score * weights[class_map(source)]
 
 
 def rarity_weighted_mc_variance(stats: PixelStats) -> torch.Tensor:
@@ -149,7 +149,7 @@ def region_impurity(stats: PixelStats, window: int = IMPURITY_WINDOW) -> torch.T
     if window < 1 or window % 2 == 0:
         raise ValueError(f"region_impurity: window must be an odd number >= 1, got {window}")
     source = stats.logits if stats.logits is not None else stats.mean_probs
-    predicted = F.one_hot(source.argmax(1), source.shape[1]).permute(0, 3, 1, 2)
+    predicted = F.one_hot(class_map(source), source.shape[1]).permute(0, 3, 1, 2)
     share = F.avg_pool2d(
         predicted.to(stats.mean_probs.dtype), window, stride=1, padding=window // 2,
         count_include_pad=False,
