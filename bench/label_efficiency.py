@@ -5,7 +5,10 @@ the pipeline runs) runs R rounds with the same per-round budget for each seed, o
 embedded synthetic dataset; full supervision (every pool image labelled) trained to a
 plateau gives the ceiling, with the equal-steps figure beside it. Runs are independent
 processes, two at a time. The report adds a diagnosis per strategy (true cost per
-selected unit, labelled pixels per cost unit, per-class IoU at the last round).
+selected unit, labelled pixels per cost unit, true cost spent in each round against the
+budget, the share of round trainings still rising when the plateau rule's cap stopped
+them, per-class IoU at the last round). Each run's step lines are kept in its folder
+(``bench.log``).
 
 Writes ``<out>.csv`` (one row per strategy, unit, seed, round), ``<out>.png`` (mean mIoU
 vs % of full cost, ±1 std band over seeds, one line per strategy x unit, the ceiling)
@@ -24,6 +27,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -112,7 +116,7 @@ PRESETS: dict[str, dict] = {
         "superpixels": {"compactness": 0.02, "n_regions": 30},
         "model": {"name": "lraspp_mobilenet_v3_large"},
         "al": {"rounds": 2, "initial_images": 2, "budget_per_round": 60, "mc_passes": 2,
-               "train_steps": 2},
+               "train_steps": 2, "plateau_chunks": 1, "plateau_tol": 0.005},
         "strategies": ["random", "mc_variance", "mc_variance_plus", "mc_variance_instances"],
         "units": ["image", "superpixel"],
         "seeds": [0, 1],
@@ -157,9 +161,34 @@ def _config(
     return config_from_dict(raw, source=f"preset ({unit}, {strategy}, seed {seed})")
 
 
-def _diagnose(layout, rounds: int) -> dict:
+_TRAINED = re.compile(
+    r"round (\d+): trained .*?, val mIoU by chunk ([0-9.]+(?: -> [0-9.]+)*) \(kept the best\)"
+)
+
+
+def still_rising(log: list[str], chunks: int, tol: float) -> float | None:
+    """Share of a run's round trainings that the plateau rule stopped at its cap while val
+    mIoU was still rising: every one of the ``chunks`` extra chunks ran and the last one
+    gained >= ``tol`` over the best before it (a model limited by steps). Read from the
+    round engine's training lines ("val mIoU by chunk a -> b -> c"); None without the rule.
+    """
+    curves = {}
+    for line in log:
+        if m := _TRAINED.search(line):
+            curves[int(m.group(1))] = [float(v) for v in m.group(2).split(" -> ")]
+    if chunks < 1 or not curves:
+        return None
+    capped = [
+        len(c) == chunks + 1 and c[-1] - max(c[:-1]) >= tol for c in curves.values()
+    ]  # fmt: skip
+    return sum(capped) / len(capped)
+
+
+def _diagnose(layout, rounds: int, budget: int, rising: float | None) -> dict:
     """What the run's budget bought: true cost per unit and labelled pixels per cost unit
-    over the acquisition rounds, and the per-class IoU of the last round's model."""
+    over the acquisition rounds, the true cost each round spent (against ``budget``),
+    the share of trainings still rising at the plateau cap and the per-class IoU of the
+    last round's model."""
     from alseg_core import storage
     from alseg_core.labels import load_state, read_mask
 
@@ -176,6 +205,11 @@ def _diagnose(layout, rounds: int) -> dict:
     return {
         "cost_per_unit": cost / max(1, units),
         "pixels_per_cost": pixels / max(1, cost),
+        "budget": budget,
+        "spend_by_round": [
+            float(sum(h.cost for h in acquired if h.round == k)) for k in range(1, rounds + 1)
+        ],
+        "still_rising": rising,
         "per_class": per_class,
     }
 
@@ -198,7 +232,8 @@ def _one_run(job: tuple) -> tuple[list[dict], dict]:
         preset, Path(work), unit=unit, strategy=real, seed=seed, extra=extra, name=strategy
     )
     start = time.perf_counter()
-    rows = run_rounds(cfg, log=lambda m: None)  # the round engine, as the pipeline
+    said: list[str] = []
+    rows = run_rounds(cfg, log=said.append)  # the round engine, as the pipeline
     last, seconds = rows[-1], time.perf_counter() - start
     print(
         f"  {unit:>10} {strategy:<20} seed {seed}: final mIoU {last['mIoU']:.4f} "
@@ -207,8 +242,11 @@ def _one_run(job: tuple) -> tuple[list[dict], dict]:
     )
     rows = [{"strategy": strategy, "unit": unit, "seed": seed, **r} for r in rows]
     layout = run_layout(cfg)
+    # The run's step lines, kept beside it (what trained how long, what was selected).
+    Path(layout.base, "bench.log").write_text("\n".join(said) + "\n")
     _prune_checkpoints(layout, cfg.al.rounds)
-    return rows, _diagnose(layout, cfg.al.rounds)
+    rising = still_rising(said, cfg.al.plateau_chunks, cfg.al.plateau_tol)
+    return rows, _diagnose(layout, cfg.al.rounds, cfg.al.budget_per_round, rising)
 
 
 def _prune_checkpoints(layout, rounds: int) -> None:
@@ -480,6 +518,19 @@ def _weighted_diagnosis(items: list[tuple[int, dict]]) -> dict:
     total = sum(n for n, _ in items)
     out: dict = {m: sum(n * d[m] for n, d in items) / total
                  for m in ("cost_per_unit", "pixels_per_cost")}  # fmt: skip
+    # Parts written before these were recorded lack them: then the mean is unknown (None).
+    known = all(d.get("spend_by_round") for _, d in items)
+    spends = [d["spend_by_round"] for _, d in items] if known else []
+    out["budget"] = items[0][1].get("budget") if known else None
+    out["spend_by_round"] = (
+        [sum(n * sp[k] for (n, _), sp in zip(items, spends, strict=True)) / total
+         for k in range(len(spends[0]))]
+        if known and len({len(sp) for sp in spends}) == 1 else None
+    )  # fmt: skip
+    rising = [(n, d.get("still_rising")) for n, d in items]
+    out["still_rising"] = (
+        sum(n * r for n, r in rising) / total if all(r is not None for _, r in rising) else None
+    )
     out["per_class"] = {}
     for name in items[0][1]["per_class"]:
         have = [(d["per_class"][name], n) for n, d in items if d["per_class"][name] is not None]

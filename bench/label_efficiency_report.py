@@ -75,7 +75,8 @@ def summarise(rows: list[dict], ceiling: dict, diagnosis: dict, out: Path, title
     """Write <out>.png and <out>.md; returns the markdown.
 
     ceiling: {"converged": [mIoU per seed], "equal_steps": [...], "curves": [...]}.
-    diagnosis: (unit, strategy) -> {"cost_per_unit", "pixels_per_cost", "per_class"}.
+    diagnosis: (unit, strategy) -> {"cost_per_unit", "pixels_per_cost", "budget",
+    "spend_by_round", "still_rising", "per_class"} (the middle three may be None).
     """
     from alseg_core.plots import learning_curve
 
@@ -203,16 +204,28 @@ def _diagnosis(diagnosis: dict) -> list[str]:
         return []
     from alseg_core.datasets.labels import TRAIN_CLASS_NAMES
 
+    budgets = {d.get("budget") for d in diagnosis.values()} - {None}
+    budget = f" (budget {budgets.pop()})" if len(budgets) == 1 else ""
     lines = [
         "## Diagnosis (mean over seeds and acquisition rounds)",
         "",
-        "| unit | strategy | true cost per selected unit | labelled pixels per cost unit |",
-        "|---|---|---|---|",
+        "True cost spent: what the oracle charged in each acquisition round, against the "
+        "budget the selection estimated. Still rising at the cap: the share of round "
+        "trainings that ran every chunk the plateau rule allows and gained in the last one "
+        "(models limited by steps). '-': not recorded (parts run before they were).",
+        "",
+        "| unit | strategy | true cost per selected unit | labelled pixels per cost unit "
+        f"| true cost spent per round{budget} | trainings still rising at the cap |",
+        "|---|---|---|---|---|---|",
     ]
     for (unit, strategy), d in sorted(diagnosis.items()):
+        spend = d.get("spend_by_round")
+        rising = d.get("still_rising")
         lines.append(
-            f"| {unit} | {strategy} | {d['cost_per_unit']:.2f} | {d['pixels_per_cost']:.0f} |"
-        )
+            f"| {unit} | {strategy} | {d['cost_per_unit']:.2f} | {d['pixels_per_cost']:.0f} | "
+            + ("-" if not spend else " / ".join(f"{v:.0f}" for v in spend))
+            + " | " + ("-" if rising is None else f"{100 * rising:.0f}%") + " |"
+        )  # fmt: skip
     lines += ["", "Per-class IoU at the last round (mean over seeds):", ""]
     names = list(TRAIN_CLASS_NAMES)
     lines.append("| unit | strategy | " + " | ".join(names) + " |")

@@ -62,6 +62,22 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
         assert len(curve) >= 2 and curve[1][0] > curve[0][0]
         assert ceiling["converged"] == max(m for _, m in curve)
     assert saved["diagnosis"]["superpixel/mc_variance"]["cost_per_unit"] > 0
+    import pytest
+
+    # What each acquisition round spent: the labelled cost it added, mean over the seeds.
+    for unit, strategy in pairs:
+        d = saved["diagnosis"][f"{unit}/{strategy}"]
+        added = [
+            [int(b["labelled_cost"]) - int(a["labelled_cost"])
+             for a, b in zip(rs, rs[1:], strict=False)]
+            for (s, u, _), rs in runs.items() if (u, s) == (unit, strategy)
+        ]  # fmt: skip
+        mean = [sum(c) / len(added) for c in zip(*added, strict=True)]
+        assert d["spend_by_round"] == pytest.approx(mean), (unit, strategy)
+        assert d["budget"] == 60 and 0.0 <= d["still_rising"] <= 1.0
+    assert "true cost spent per round (budget 60)" in md
+    log = (tmp_path / "work" / "runs" / "superpixel-mc_variance-s0" / "bench.log").read_text()
+    assert "round 2: trained" in log and "val mIoU by chunk" in log
 
     # A rerun of one configuration through `alseg bench --check` reproduces its rows
     # (CPU runs are deterministic: the difference is exactly zero, inside any seed noise).
@@ -83,8 +99,10 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
 
 
 def _part(path: Path, seeds: list[int], mious: dict, pixels_per_cost: float, ceiling: float,
-          preset: dict) -> None:  # fmt: skip
-    """A results part as ``run`` writes it: ``seeds`` with the same curves, image units."""
+          preset: dict, spend: tuple[list[float], float] | None = None) -> None:  # fmt: skip
+    """A results part as ``run`` writes it: ``seeds`` with the same curves, image units;
+    ``spend``: (true cost spent per round, share still rising), else a part written
+    before those were recorded."""
     import json
 
     rows = [
@@ -98,6 +116,8 @@ def _part(path: Path, seeds: list[int], mious: dict, pixels_per_cost: float, cei
         writer.writerows(rows)
     per_class = {"road": 0.5, "sidewalk": None}
     diag = {"cost_per_unit": 30.0, "pixels_per_cost": pixels_per_cost, "per_class": per_class}
+    if spend:
+        diag |= {"budget": 60, "spend_by_round": spend[0], "still_rising": spend[1]}
     path.with_suffix(".json").write_text(json.dumps({
         "ceilings": [{"seed": seed, "equal_steps": ceiling - 0.1, "converged": ceiling,
                       "curve": [[4, ceiling - 0.1], [6, ceiling]]} for seed in seeds],
@@ -118,9 +138,10 @@ def test_merge_reports_the_seeds_of_several_runs_as_one(tmp_path):
     bench = _load_bench()
     preset = {k: v for k, v in bench.PRESETS["tiny"].items() if k != "seeds"}
     a, b = tmp_path / "s0", tmp_path / "s1"
-    _part(a, [0], {"random": [0.2, 0.3, 0.4], "mc_variance": [0.2, 0.35, 0.45]}, 100, 0.5, preset)
+    _part(a, [0], {"random": [0.2, 0.3, 0.4], "mc_variance": [0.2, 0.35, 0.45]}, 100, 0.5, preset,
+          spend=([100, 200], 0.0))  # fmt: skip
     _part(b, [1, 2], {"random": [0.2, 0.3, 0.4], "mc_variance": [0.2, 0.38, 0.5]}, 400, 0.8,
-          preset)  # fmt: skip
+          preset, spend=([400, 500], 0.5))  # fmt: skip
     out = tmp_path / "merged"
     md = bench.merge([a, b], out, "tiny")
     rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
@@ -130,6 +151,9 @@ def test_merge_reports_the_seeds_of_several_runs_as_one(tmp_path):
     # (100 x 1 seed + 400 x 2 seeds) / 3, not the mean of the parts (250)
     assert meta["diagnosis"]["image/random"]["pixels_per_cost"] == pytest.approx(300.0)
     assert meta["diagnosis"]["image/random"]["per_class"] == {"road": 0.5, "sidewalk": None}
+    # spent per round (100 + 2 x 400) / 3, (200 + 2 x 500) / 3; still rising (0 + 2 x 0.5) / 3
+    assert "| image | random | 30.00 | 300 | 300 / 400 | 33% |" in md
+    assert "true cost spent per round (budget 60)" in md
     assert "mIoU 0.7000" in md  # the ceiling: (0.5 + 0.8 + 0.8) / 3
     assert "3 seeds" in md and "One seed only" not in md
     # MC variance minus random after round 1: +0.05, +0.08, +0.08 -> mean +0.07
@@ -170,9 +194,34 @@ def test_merge_joins_strategies_run_later_on_the_same_seeds_and_their_ceilings(t
     assert len(rows) == 12 and {r["strategy"] for r in rows} == {"random", "mc_variance"}
     assert "mIoU 0.5000" in md and "2 seeds" in md  # each seed's ceiling counted once
     assert "r1 @10.0%: +0.1000" in md  # mc_variance minus random on the same seeds
+    # Parts from before the spend and the plateau cap were recorded: shown as unknown.
+    assert "| image | random | 30.00 | 100 | - | - |" in md
     _part(new, [1], {"mc_variance": [0.2, 0.4, 0.5]}, 300, 0.9, preset)
     with pytest.raises(ValueError, match="another ceiling for seed 1"):
         bench.merge([old, new], tmp_path / "bad", "tiny")
+
+
+def test_still_rising_counts_trainings_stopped_at_the_cap_while_val_miou_gains():
+    """Of four trainings with up to 2 extra chunks (tol 0.005): one gains 0.1 in its last
+    chunk, one 0.01 over an earlier best after a dip (both limited by steps), one gains
+    0.001 (a plateau), one stopped after its first extra chunk: 2 of 4."""
+    bench = _load_bench()
+    tail = " (kept the best) -> runs/model.pt [3.0s]"
+    log = [
+        "  round 0: trained m from scratch, 4 epochs in 1.0s, loss 1.0, val mIoU by chunk "
+        "0.1000 -> 0.2000 -> 0.3000" + tail,
+        "  round 1: trained m from scratch, 4 epochs in 1.0s, loss 1.0, val mIoU by chunk "
+        "0.3000 -> 0.2000 -> 0.3100" + tail,
+        "  round 1: mIoU 0.3100 on 4 val images [1.0s]",
+        "  round 2: trained m from scratch, 4 epochs in 1.0s, loss 1.0, val mIoU by chunk "
+        "0.1000 -> 0.2000 -> 0.2010" + tail,
+        "  round 3: trained m from scratch, 4 epochs in 1.0s, loss 1.0, val mIoU by chunk "
+        "0.1000 -> 0.1020" + tail,
+    ]
+    assert bench.still_rising(log, 2, 0.005) == 0.5
+    assert bench.still_rising(log, 3, 0.005) == 0.0  # none ran 3 extra chunks
+    assert bench.still_rising(log, 0, 0.005) is None  # no plateau rule
+    assert bench.still_rising(["  round 0: trained m from scratch, 4 epochs"], 2, 0.005) is None
 
 
 def test_ablation_preset_is_the_standard_setting_with_other_runs():
