@@ -78,6 +78,18 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
     assert "true cost spent per round (budget 60)" in md
     log = (tmp_path / "work" / "runs" / "superpixel-mc_variance-s0" / "bench.log").read_text()
     assert "round 2: trained" in log and "val mIoU by chunk" in log
+    # bench/budget_adherence.py reads the same rounds back: the true cost of each round is
+    # the labelled cost it added, the units bought the regions it added, the budget filled.
+    adherence = importlib.import_module("budget_adherence")
+    read = adherence.read_run(tmp_path / "work" / "runs" / "superpixel-mc_variance-s0")
+    rs = runs[("mc_variance", "superpixel", "0")]
+    assert [r["cost"] for r in read] == [
+        int(b["labelled_cost"]) - int(a["labelled_cost"]) for a, b in zip(rs, rs[1:], strict=False)
+    ]
+    assert [r["units"] for r in read] == [
+        int(b["n_regions"]) - int(a["n_regions"]) for a, b in zip(rs, rs[1:], strict=False)
+    ]
+    assert all(0 < r["filled"] <= r["budget"] == 60 and 0 <= r["free"] <= 1 for r in read)
 
     # A rerun of one configuration through `alseg bench --check` reproduces its rows
     # (CPU runs are deterministic: the difference is exactly zero, inside any seed noise).
