@@ -15,7 +15,18 @@ The pieces compose from any training loop (torch is imported only when used):
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# Reproducible CPU sums. MKL, torch's CPU BLAS, may split a small product over its threads
+# differently from one call to the next: on Intel Xeon CPUs the input gradient of a 1x1
+# convolution over a 1x1 map at batch 1 (a squeeze-excite block of MobileNetV3 on a batch
+# of one) took 3 different values in 300 identical calls, so one training run gave other
+# weights than the same run repeated. MKL's strict conditional numerical reproducibility
+# makes every sum depend on its inputs and the thread count alone. MKL reads this when it
+# is first called, so it holds for a process that imports alseg_core before running torch
+# code; a value the user set wins. Cost measured on training steps: within noise.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 _EXPORTS = {
     "PixelStats": "alseg_core.active.scorers",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -140,3 +142,32 @@ def test_drn_d_22_beats_chance_after_a_few_epochs(synthetic_root, tmp_path):
     )
     assert scores.miou > 3 * chance
     assert scores.pixel_accuracy > majority + 0.2
+
+
+def test_cpu_sums_are_the_same_call_after_call_once_alseg_core_is_imported():
+    """MKL split a 1x1 convolution's input gradient at batch 1 over its threads in a
+    run-dependent way (3 results in 300 identical calls on an Intel Xeon), so the same
+    training gave other weights. Importing alseg_core asks MKL for strict reproducibility
+    before its first call; a fresh process shows it (the setting is read once)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, alseg_core, torch\n"
+        "torch.manual_seed(0)\n"
+        "w = torch.randn(240, 960, 1, 1) * 0.05\n"
+        "x = torch.randn(1, 960, 1, 1, requires_grad=True)\n"
+        "g = torch.randn(1, 240, 1, 1)\n"
+        "seen = set()\n"
+        "for _ in range(300):\n"
+        "    x.grad = None\n"
+        "    torch.nn.functional.conv2d(x, w).backward(g)\n"
+        "    seen.add(x.grad.numpy().tobytes())\n"
+        "print(os.environ['MKL_CBWR'], torch.get_num_threads(), len(seen))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    setting, _threads, distinct = out.stdout.split()
+    assert setting == "AUTO,STRICT"
+    assert distinct == "1"
