@@ -117,7 +117,7 @@ PRESETS: dict[str, dict] = {
         "model": {"name": "lraspp_mobilenet_v3_large"},
         "al": {"rounds": 2, "initial_images": 2, "budget_per_round": 60, "mc_passes": 2,
                "train_steps": 2, "plateau_chunks": 1, "plateau_tol": 0.005},
-        "strategies": ["random", "mc_variance", "mc_variance_plus", "mc_variance_instances"],
+        "strategies": ["random", "mc_variance", "mc_variance_instances"],
         "units": ["image", "superpixel"],
         "seeds": [0, 1],
         "jobs": 1,

@@ -4,7 +4,9 @@ For each stage a process is SIGKILLed inside it, at a point drawn from a seeded 
 ``ALSEG_TEST_KILL_AT_WRITE=<command>:<n>`` makes the ``alseg`` process of that stage kill
 itself inside its n-th write (after the bytes reach a temporary file, before the rename,
 or before an S3 upload); training is killed from outside, while it runs, as soon as its
-first epoch is saved. The round is then re-run the documented way, ``dvc repro``, and:
+first epoch is saved. The round is then re-run the documented way, ``dvc repro``. The
+superpixels and the round's other stages are killed in turn in one fresh repo, each
+re-run being killed inside the next stage. Each time:
 
 - the round completes, and the stages that had finished before the crash are not run
   again (counted from DVC's "Running stage" lines);
@@ -148,53 +150,62 @@ def _outputs_equal(repo: Path, baseline: dict) -> None:
             assert lock[stage][path] == md5, f"{stage}: {path} differs from the clean run"
 
 
-@pytest.mark.parametrize("stage", ["superpixels", "train@r1", *list(STAGES)[1:]])
-def test_kill_inside_a_stage_then_dvc_repro_completes_the_round(stage, template, tmp_path):
+def test_kill_inside_training_then_dvc_repro_resumes_after_the_saved_epoch(template, tmp_path):
     bucket = template["bucket"]
-    if stage == "superpixels":
-        repo = template["fresh"](f"case-superpixels-{os.urandom(2).hex()}", "sp-crash")
-    else:
-        repo = tmp_path / "repo"
-        shutil.copytree(template["seeded"], repo)
-    rng = random.Random(f"crash-{stage}")
-
-    if stage == "train@r1":
-        # From outside: SIGKILL the whole `dvc repro` once training has saved an epoch.
-        proc = subprocess.Popen(
-            [str(BIN / "dvc"), "repro"], cwd=repo, env=_env(), start_new_session=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        partial = repo / "data" / "rounds" / "r1" / "model.pt.partial"
-        deadline = time.time() + 300
-        while not partial.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
-        assert partial.exists(), "training never saved an epoch"
-        os.killpg(proc.pid, signal.SIGKILL)
-        first_log = proc.communicate()[0]
-        first_ran = re.findall(r"Running stage '([^']+)'", first_log)
-        assert first_ran[-1] == "train@r1"
-    else:
-        command, n_writes = STAGES[stage]
-        kill_at = rng.randint(1, n_writes)
-        first = _repro(repo, ALSEG_TEST_KILL_AT_WRITE=f"{command}:{kill_at}")
-        assert first.returncode != 0, f"{stage} was not killed at write {kill_at}"
-        first_ran = _ran(first)
-        assert first_ran[-1] == stage, first.stdout[-2000:]
+    repo = tmp_path / "repo"
+    shutil.copytree(template["seeded"], repo)
+    # From outside: SIGKILL the whole `dvc repro` once training has saved an epoch.
+    proc = subprocess.Popen(
+        [str(BIN / "dvc"), "repro"], cwd=repo, env=_env(), start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    partial = repo / "data" / "rounds" / "r1" / "model.pt.partial"
+    deadline = time.time() + 300
+    while not partial.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert partial.exists(), "training never saved an epoch"
+    os.killpg(proc.pid, signal.SIGKILL)
+    first_ran = re.findall(r"Running stage '([^']+)'", proc.communicate()[0])
+    assert first_ran[-1] == "train@r1"
 
     second = _repro(repo)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    rerun = _ran(second)
-    finished_before = first_ran[:-1]
-    # The crashed stage runs again; the ones that had finished do not.
-    assert rerun and rerun[0] == stage, rerun
-    assert not set(finished_before) & set(rerun), (finished_before, rerun)
-    order = SEED + ROUND
-    assert rerun == [s for s in order if order.index(s) >= order.index(stage)]
-    if stage == "train@r1":
-        assert re.search(r"resumed after epoch [1-9]", second.stdout), second.stdout[-3000:]
+    # The crashed stage runs again, first; the ones that had finished do not.
+    assert _ran(second) == ROUND[ROUND.index("train@r1") :]
+    assert re.search(r"resumed after epoch [1-9]", second.stdout), second.stdout[-3000:]
     _outputs_equal(repo, template["baseline"])
     assert _leftovers(repo, bucket) == []
     # And a third run has nothing to do.
+    assert _ran(_repro(repo)) == []
+
+
+def test_a_kill_inside_each_stage_in_turn_then_dvc_repro_completes_the_round(template):
+    """One fresh repo, one kill per stage (the superpixels, then the round's stages): each
+    `dvc repro` is killed inside the next stage and the one after resumes there (a repo
+    per stage cost ~40 s each on 2 cores)."""
+    bucket = template["bucket"]
+    repo = template["fresh"](f"case-chain-{os.urandom(2).hex()}", "sp-crash")
+    order = SEED + ROUND
+    rng = random.Random("crash-chain")
+    crashed: str | None = None  # the stage the previous `dvc repro` was killed in
+    for stage in [*STAGES, None]:
+        env = {}
+        if stage is not None:
+            command, n_writes = STAGES[stage]
+            env["ALSEG_TEST_KILL_AT_WRITE"] = f"{command}:{rng.randint(1, n_writes)}"
+        out = _repro(repo, **env)
+        # The crashed stage runs again, first; the ones that had finished do not.
+        start = order.index(crashed) if crashed else 0
+        end = order.index(stage) + 1 if stage else len(order)
+        assert _ran(out) == order[start:end], (stage, out.stdout[-2000:], out.stderr[-2000:])
+        if stage is None:
+            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        else:
+            assert out.returncode != 0, f"{stage} was not killed: {env}"
+        crashed = stage
+    _outputs_equal(repo, template["baseline"])
+    assert _leftovers(repo, bucket) == []
+    # And a further run has nothing to do.
     assert _ran(_repro(repo)) == []
 
 

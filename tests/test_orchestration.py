@@ -46,14 +46,25 @@ rounds:
 """
 
 
+SLOT_WAIT = "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"
+
+
 @pytest.fixture(scope="session")
 def prefect_api():
     from prefect.testing.utilities import prefect_test_harness
 
+    # A run held by the deployment's concurrency limit retries after this many seconds
+    # (30 by default): the test server's setting, read when it starts.
+    saved = os.environ.get(SLOT_WAIT)
+    os.environ[SLOT_WAIT] = "2"
     with prefect_test_harness(server_startup_timeout=90):
         from prefect.settings import PREFECT_API_URL
 
         yield PREFECT_API_URL.value()
+    if saved is None:
+        os.environ.pop(SLOT_WAIT, None)
+    else:
+        os.environ[SLOT_WAIT] = saved
 
 
 def _env(api_url: str) -> dict[str, str]:
@@ -64,6 +75,7 @@ def _env(api_url: str) -> dict[str, str]:
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
         ALSEG_PROGRESS_EVERY="0",  # a progress line per item: the tiny stages show some
+        PREFECT_RUNNER_POLL_FREQUENCY="1",  # `serve` looks for runs every second, not 10
     )
     return env
 
