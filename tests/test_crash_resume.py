@@ -150,8 +150,14 @@ def _outputs_equal(repo: Path, baseline: dict) -> None:
             assert lock[stage][path] == md5, f"{stage}: {path} differs from the clean run"
 
 
+def _round_is_clean(repo: Path, template: dict) -> None:
+    """After the re-runs: the clean run's outputs, no leftovers, nothing more to run."""
+    _outputs_equal(repo, template["baseline"])
+    assert _leftovers(repo, template["bucket"]) == []
+    assert _ran(_repro(repo)) == []
+
+
 def test_kill_inside_training_then_dvc_repro_resumes_after_the_saved_epoch(template, tmp_path):
-    bucket = template["bucket"]
     repo = tmp_path / "repo"
     shutil.copytree(template["seeded"], repo)
     # From outside: SIGKILL the whole `dvc repro` once training has saved an epoch.
@@ -173,17 +179,13 @@ def test_kill_inside_training_then_dvc_repro_resumes_after_the_saved_epoch(templ
     # The crashed stage runs again, first; the ones that had finished do not.
     assert _ran(second) == ROUND[ROUND.index("train@r1") :]
     assert re.search(r"resumed after epoch [1-9]", second.stdout), second.stdout[-3000:]
-    _outputs_equal(repo, template["baseline"])
-    assert _leftovers(repo, bucket) == []
-    # And a third run has nothing to do.
-    assert _ran(_repro(repo)) == []
+    _round_is_clean(repo, template)
 
 
 def test_a_kill_inside_each_stage_in_turn_then_dvc_repro_completes_the_round(template):
     """One fresh repo, one kill per stage (the superpixels, then the round's stages): each
     `dvc repro` is killed inside the next stage and the one after resumes there (a repo
     per stage cost ~40 s each on 2 cores)."""
-    bucket = template["bucket"]
     repo = template["fresh"](f"case-chain-{os.urandom(2).hex()}", "sp-crash")
     order = SEED + ROUND
     rng = random.Random("crash-chain")
@@ -203,10 +205,7 @@ def test_a_kill_inside_each_stage_in_turn_then_dvc_repro_completes_the_round(tem
         else:
             assert out.returncode != 0, f"{stage} was not killed: {env}"
         crashed = stage
-    _outputs_equal(repo, template["baseline"])
-    assert _leftovers(repo, bucket) == []
-    # And a further run has nothing to do.
-    assert _ran(_repro(repo)) == []
+    _round_is_clean(repo, template)
 
 
 def test_bad_delivery_under_dvc_changes_neither_lock_nor_labels(template, tmp_path):

@@ -53,18 +53,14 @@ SLOT_WAIT = "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"
 def prefect_api():
     from prefect.testing.utilities import prefect_test_harness
 
-    # A run held by the deployment's concurrency limit retries after this many seconds
-    # (30 by default): the test server's setting, read when it starts.
-    saved = os.environ.get(SLOT_WAIT)
-    os.environ[SLOT_WAIT] = "2"
-    with prefect_test_harness(server_startup_timeout=90):
-        from prefect.settings import PREFECT_API_URL
+    with pytest.MonkeyPatch.context() as patch:
+        # A run held by the deployment's concurrency limit retries after this many
+        # seconds (30 by default): the test server's setting, read when it starts.
+        patch.setenv(SLOT_WAIT, "2")
+        with prefect_test_harness(server_startup_timeout=90):
+            from prefect.settings import PREFECT_API_URL
 
-        yield PREFECT_API_URL.value()
-    if saved is None:
-        os.environ.pop(SLOT_WAIT, None)
-    else:
-        os.environ[SLOT_WAIT] = saved
+            yield PREFECT_API_URL.value()
 
 
 def _env(api_url: str) -> dict[str, str]:
