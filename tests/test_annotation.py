@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from alseg_core import storage
+from alseg_core.active.costs import cost_calibration
 from alseg_core.annotation import (
     RequestItem,
     make_request,
@@ -124,6 +125,33 @@ def test_human_delivery_is_accepted_and_outside_labels_reported(scene, tmp_path)
     assert delivery.images[0].outside_pixels == 2
     assert (
         "1 labelled objects (2 pixels) do not touch the requested regions" in (delivery.warnings[0])
+    )
+
+
+def test_human_deliveries_record_instances_once_and_calibrate_the_image_unit(scene, tmp_path):
+    """Region 0 by hand (sky, left car, building), then the whole image: the labelled
+    set holds 6 instances (sky, 2 cars, building, road, sidewalk; no instance ids, so
+    each car is its own connected piece), not 3 + 6, and the image-unit calibration
+    counts them against the 3 instances the model predicts there: factor 2."""
+    samples, maps = scene
+    full = np.array([
+        [10, 10, 10, 10, 10, 10],
+        [13, 13, 2, 2, 13, 13],
+        [0, 0, 0, 0, 0, 0],
+        [U, 0, 1, 1, 0, 0],
+    ], np.uint8)  # fmt: skip
+    part = full.copy()
+    part[1, 4:], part[2:] = U, U  # the objects region 0 touches, whole
+    first = _human_delivery(tmp_path / "a", _request(1, [0]), samples, maps, part)
+    assert first.cost == 3 and len(first.images[0].labels.instance_keys) == 3
+    state = merge_delivery(None, first, str(tmp_path / "l1"))
+    whole = _human_delivery(tmp_path / "b", _request(2, full=True), samples, maps, full)
+    assert len(whole.images[0].labels.instance_keys) == 6
+    state = merge_delivery(str(tmp_path / "l1"), whole, str(tmp_path / "l2"))
+    assert len(state.instance_keys(IMG)) == 6 and state.is_fully_labelled(IMG)
+    assert cost_calibration(state, unit="image", predicted_on_labelled={IMG: 3}) == (
+        2.0,
+        "1 labelled images",
     )
 
 

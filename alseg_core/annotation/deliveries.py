@@ -184,6 +184,19 @@ def _human_cost(
     return int(new.size), int(stray.size), int(np.isin(comp, stray).sum())
 
 
+def _human_keys(mask: np.ndarray, instances: np.ndarray | None) -> frozenset[str]:
+    """Keys of the object instances a human delivery labels: ``h<train id>@<pixel>``.
+
+    Each delivered instance (connected piece of a class without instance ids) is named
+    by its class and its first pixel in raster order, so the same object delivered
+    again gets the same key and the labelled set counts it once. Recorded like the
+    oracle's keys, they let the image-unit cost calibration use people's deliveries.
+    """
+    comp, _ = component_map(mask, instances)
+    values, first = np.unique(comp.ravel(), return_index=True)
+    return frozenset(f"h{int(mask.flat[i])}@{int(i)}" for i in first[values >= 0])
+
+
 def _labelled_regions(
     item, area: np.ndarray, labelled: np.ndarray, region_map: np.ndarray | None
 ) -> tuple[frozenset[int], list[int]]:
@@ -259,7 +272,7 @@ def read_delivery(
             if instances is not None:
                 digest.update(instances.tobytes())
             cost, stray, outside = _human_cost(mask, instances, old, area)
-            keys = frozenset()
+            keys = _human_keys(mask, instances)
             merged = have if old is None else have | (old != IGNORE_INDEX)
             regions, empty = _labelled_regions(item, area, merged, region_map)
             if empty:
