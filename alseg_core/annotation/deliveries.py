@@ -169,32 +169,25 @@ def image_shape(
     return tuple(cityscapes.read_image(samples[image_id]).shape[:2])
 
 
-def _human_cost(
+def _human_units(
     mask: np.ndarray, instances: np.ndarray | None, old: np.ndarray | None, area: np.ndarray
-) -> tuple[int, int, int]:
-    """(units charged, units not touching ``area``, their pixels) for a human delivery.
+) -> tuple[int, int, int, frozenset[str]]:
+    """(units charged, units not touching ``area``, their pixels, the units' keys) for a
+    human delivery.
 
     One unit per delivered object instance (when the format carries instances) and per
     connected piece of each class otherwise; a unit whose pixels the labelled set already
-    holds with the same class is not charged again.
+    holds with the same class is not charged again. A unit's key ``h<train id>@<pixel>``
+    names its class and its first pixel in raster order, so the same object delivered
+    again gets the same key and the labelled set counts it once. Recorded like the
+    oracle's keys, they let the image-unit cost calibration use people's deliveries.
     """
     comp, keys = component_map(mask, instances)
     new = np.unique(comp[(comp >= 0) & (old != mask)]) if old is not None else np.arange(len(keys))
     stray = np.setdiff1d(np.arange(len(keys)), touched_components(comp, area))
-    return int(new.size), int(stray.size), int(np.isin(comp, stray).sum())
-
-
-def _human_keys(mask: np.ndarray, instances: np.ndarray | None) -> frozenset[str]:
-    """Keys of the object instances a human delivery labels: ``h<train id>@<pixel>``.
-
-    Each delivered instance (connected piece of a class without instance ids) is named
-    by its class and its first pixel in raster order, so the same object delivered
-    again gets the same key and the labelled set counts it once. Recorded like the
-    oracle's keys, they let the image-unit cost calibration use people's deliveries.
-    """
-    comp, _ = component_map(mask, instances)
     values, first = np.unique(comp.ravel(), return_index=True)
-    return frozenset(f"h{int(mask.flat[i])}@{int(i)}" for i in first[values >= 0])
+    named = frozenset(f"h{int(mask.flat[i])}@{int(i)}" for i in first[values >= 0])
+    return int(new.size), int(stray.size), int(np.isin(comp, stray).sum()), named
 
 
 def _labelled_regions(
@@ -271,8 +264,7 @@ def read_delivery(
             instances = read_inbox_instances(directory, item.image_id) if imported else None
             if instances is not None:
                 digest.update(instances.tobytes())
-            cost, stray, outside = _human_cost(mask, instances, old, area)
-            keys = _human_keys(mask, instances)
+            cost, stray, outside, keys = _human_units(mask, instances, old, area)
             merged = have if old is None else have | (old != IGNORE_INDEX)
             regions, empty = _labelled_regions(item, area, merged, region_map)
             if empty:
