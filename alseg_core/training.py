@@ -50,11 +50,27 @@ class SegmentationTrainSet(torch.utils.data.Dataset):
         self.items = list(items)
         self.cfg = cfg
         self.epoch = 0
+        # Decoded (image, label) pairs, read-only, until decode_cache_mb is full: a round
+        # trains many epochs over a few images, and PNG decoding was ~7 % of its time.
+        self._decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache_room = int(cfg.decode_cache_mb * 2**20)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The item's (image, train-id label), decoded once while the cache has room."""
+        if index in self._decoded:
+            return self._decoded[index]
+        image, label = self._decode(index)
+        size = image.nbytes + label.nbytes
+        if size <= self._cache_room:
+            image.flags.writeable = label.flags.writeable = False  # augmentations copy
+            self._decoded[index] = (image, label)
+            self._cache_room -= size
+        return image, label
+
+    def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         item = self.items[index]
         image = storage.read_rgb(item.image_url)
         raw = storage.read_image(item.label_url)
@@ -148,8 +164,8 @@ def _run_identity(
 
 def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
-    d.pop("device")
-    d.pop("num_workers")
+    for key in ("device", "num_workers", "checkpoint_every_s", "decode_cache_mb"):
+        d.pop(key)  # how it runs, not what it computes
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -263,7 +279,12 @@ def train(
         # strict=False: a loss-prediction module may be present on one side only.
         model.load_state_dict(init.state_dict(), strict=False)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # The fused kernel: one pass over all parameters per step instead of a loop of small
+    # ops (the loop was ~9 % of a CPU round's time; same update rule).
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+        fused=device.type in ("cpu", "cuda") or None,
+    )  # fmt: skip
     # The starting weights enter the identity by content, so the same run gives the same
     # checkpoint whatever folder the previous round's checkpoint sits in.
     init_id = hashlib.sha256(storage.read_bytes(init_from)).hexdigest() if init_from else None
@@ -288,6 +309,7 @@ def train(
     if max_epochs_this_run is not None:
         last_epoch = min(cfg.epochs, first_epoch + max_epochs_this_run)
     epochs = progress_bar(last_epoch - first_epoch, "train", unit="epoch", enabled=progress)
+    saved_at = None  # when the .partial was last written (first epoch: always)
     for epoch in range(first_epoch, last_epoch):
         loss_value = _run_epoch(model, optimizer, dataset, epoch, cfg, device, progress, dist)
         epochs.update(1)
@@ -295,6 +317,9 @@ def train(
         if log is not None:
             log(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.4f}")
         done = epoch + 1 == cfg.epochs
+        if not _checkpoint_due(done or epoch + 1 == last_epoch, saved_at, cfg, dist):
+            continue
+        saved_at = time.monotonic()
         if dist is None or dist.rank == 0:  # one writer; the others wait for it
             storage.save_checkpoint(
                 checkpoint_url if done else partial_url,
@@ -317,6 +342,18 @@ def train(
         final_loss=loss_value,
         seconds=time.perf_counter() - start,
     )
+
+
+def _checkpoint_due(
+    last: bool, saved_at: float | None, cfg: TrainConfig, dist: Distributed | None
+) -> bool:
+    """Write a checkpoint after this epoch? The result and a time slice's last epoch
+    always; the first epoch of a run; otherwise once ``train.checkpoint_every_s`` has
+    passed since the last write. Data parallel: every epoch (the ranks' clocks differ,
+    and they must agree on the write that a barrier follows)."""
+    if last or saved_at is None or dist is not None:
+        return True
+    return time.monotonic() - saved_at >= cfg.checkpoint_every_s
 
 
 def _same_run(url: str, identity: str, cfg: TrainConfig) -> dict | None:

@@ -3,10 +3,11 @@ against the budget its selection filled.
 
 Selection fills ``al.budget_per_round`` with the model's estimated costs: each unit's
 raw estimate (predicted instances it overlaps that touch no labelled pixel) times a
-calibration factor, at least 1 per unit; the oracle then charges the true cost. For
-the superpixel unit the factor is charged / raw estimated cost over every earlier
-delivery (1.0 before the first); for the image unit, the instances labelled on the
-fully labelled images against those the model predicts there.
+calibration factor, at least 1 per unit; the oracle then charges the true cost. The
+factor is charged / raw estimated cost over every earlier delivery that had an
+estimate; before the first, 1.0 for the superpixel unit, and for the image unit the
+instances labelled on the fully labelled images against those the model predicts there
+(until 2751d54 the image unit used that ratio in every round).
 
 This reads every run of a ``bench/label_efficiency.py --work`` folder (each round's
 ``selection.json``, ``scores.parquet`` and labelled-set history) and prints, per run and

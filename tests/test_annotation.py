@@ -52,8 +52,8 @@ def scene(tmp_path):
     return samples, {IMG: REGIONS}
 
 
-def _request(round_, regions=(), full=False):
-    item = RequestItem(IMG, tuple(regions), full, 0.5, 1)
+def _request(round_, regions=(), full=False, est_cost=1):
+    item = RequestItem(IMG, tuple(regions), full, 0.5, est_cost)
     return make_request(round_, "superpixel", "mc_variance", [item])
 
 
@@ -142,10 +142,12 @@ def test_human_deliveries_record_instances_once_and_calibrate_the_image_unit(sce
     ], np.uint8)  # fmt: skip
     part = full.copy()
     part[1, 4:], part[2:] = U, U  # the objects region 0 touches, whole
-    first = _human_delivery(tmp_path / "a", _request(1, [0]), samples, maps, part)
+    # Requests without a model estimate (as a seed round's): the image unit calibrates
+    # on the fully labelled images.
+    first = _human_delivery(tmp_path / "a", _request(1, [0], est_cost=0), samples, maps, part)
     assert first.cost == 3 and len(first.images[0].labels.instance_keys) == 3
     state = merge_delivery(None, first, str(tmp_path / "l1"))
-    whole = _human_delivery(tmp_path / "b", _request(2, full=True), samples, maps, full)
+    whole = _human_delivery(tmp_path / "b", _request(2, full=True, est_cost=0), samples, maps, full)
     assert len(whole.images[0].labels.instance_keys) == 6
     state = merge_delivery(str(tmp_path / "l1"), whole, str(tmp_path / "l2"))
     assert len(state.instance_keys(IMG)) == 6 and state.is_fully_labelled(IMG)

@@ -98,6 +98,28 @@ def test_cost_calibration_image_unit_uses_labelled_images():
     assert [c.est_cost for c in scaled] == [8, 1]  # round(7.5) = 8; never below 1
 
 
+def test_cost_calibration_image_unit_prefers_the_deliveries_once_there_are_some():
+    """The labelled images say 15/10 (the model was trained on them); the first
+    delivery with an estimate says 45/30 charged/estimated, and from then on it decides."""
+    predicted = {"a": 4, "b": 6}
+    keys = frozenset(f"i{k}" for k in range(15))
+    seed = [ImageLabels("a", full_image=True, instance_keys=keys),
+            ImageLabels("b", full_image=True)]  # fmt: skip
+    state = LabelState().merged("seed", 0, 15, seed, est_cost=0)  # a seed: no estimate
+    assert cost_calibration(state, unit="image", predicted_on_labelled={"a": 10}) == (
+        1.5,
+        "1 labelled images",
+    )
+    state = state.merged("r1", 1, 45, [ImageLabels("c", full_image=True)], est_cost=30)
+    factor, basis = cost_calibration(state, unit="image", predicted_on_labelled=predicted)
+    assert factor == pytest.approx(45 / 30) and basis == "1 earlier deliveries"
+    state = state.merged("r2", 2, 10, [ImageLabels("d", full_image=True)], est_cost=20)
+    assert cost_calibration(state, unit="image", predicted_on_labelled=predicted) == (
+        pytest.approx(55 / 50),
+        "2 earlier deliveries",
+    )
+
+
 def test_cost_calibration_superpixel_unit_uses_delivery_history():
     state = LabelState().merged("seed", 0, 30, [ImageLabels("a", full_image=True)])
     assert cost_calibration(state, unit="superpixel") == (1.0, "no labelled data yet")

@@ -171,3 +171,80 @@ def test_cpu_sums_are_the_same_call_after_call_once_alseg_core_is_imported():
     setting, distinct = out.stdout.split()
     assert setting == "AUTO,STRICT"
     assert distinct == "1"
+
+
+def _saved_epochs(monkeypatch) -> list[tuple[str, int]]:
+    """Record every checkpoint write (its file name and epoch), then write it as usual."""
+    saved: list[tuple[str, int]] = []
+    real = storage.save_checkpoint
+
+    def spy(url, state):
+        saved.append((os.path.basename(url), state["epoch"]))
+        return real(url, state)
+
+    monkeypatch.setattr(storage, "save_checkpoint", spy)
+    return saved
+
+
+def test_resumable_checkpoint_is_written_first_last_and_then_by_the_clock(
+    synthetic_root, tmp_path, monkeypatch
+):
+    items = _items(synthetic_root, 4)
+    saved = _saved_epochs(monkeypatch)
+    # A long interval: the first epoch (a crash then loses little) and the result only.
+    cfg = TrainConfig(epochs=5, batch_size=4, seed=3, checkpoint_every_s=3600)
+    lazy = str(tmp_path / "lazy.pt")
+    train(items, model_name="drn_d_22", checkpoint_url=lazy, cfg=cfg, progress=False, log=None)
+    assert saved == [("lazy.pt.partial", 1), ("lazy.pt", 5)]
+    # A time slice ends with its last epoch written, whatever the clock says.
+    saved.clear()
+    cut = str(tmp_path / "cut.pt")
+    train(items, model_name="drn_d_22", checkpoint_url=cut, cfg=cfg, progress=False, log=None,
+          max_epochs_this_run=3)  # fmt: skip
+    assert saved == [("cut.pt.partial", 1), ("cut.pt.partial", 3)]
+    # Interval 0: every epoch, as before the setting existed.
+    saved.clear()
+    eager = str(tmp_path / "eager.pt")
+    every = TrainConfig(epochs=5, batch_size=4, seed=3, checkpoint_every_s=0)
+    train(items, model_name="drn_d_22", checkpoint_url=eager, cfg=every, progress=False, log=None)
+    assert saved == [("eager.pt.partial", e) for e in (1, 2, 3, 4)] + [("eager.pt", 5)]
+    # How often it writes is not part of the result: same run identity, same bytes.
+    assert storage.read_bytes(lazy) == storage.read_bytes(eager)
+
+
+def test_decode_cache_reads_each_file_once_and_changes_nothing(synthetic_root, tmp_path):
+    import shutil
+
+    from alseg_core.training import SegmentationTrainSet
+
+    # Copies of 3 items, so the test can remove the files after a first pass.
+    items = []
+    for item in _items(synthetic_root, 3):
+        image = shutil.copy(item.image_url, tmp_path / f"{item.image_id}.png")
+        label = shutil.copy(item.label_url, tmp_path / f"{item.image_id}_label.png")
+        items.append(type(item)(item.image_id, str(image), str(label), item.label_format))
+    cached = SegmentationTrainSet(items, TrainConfig(seed=4))
+    plain = SegmentationTrainSet(items, TrainConfig(seed=4, decode_cache_mb=0))
+    first = [cached[i] for i in range(3)]
+    for i in range(3):  # the same tensors as decoding every time
+        torch.testing.assert_close(first[i][0], plain[i][0], rtol=0, atol=0)
+        assert torch.equal(first[i][1], plain[i][1])
+    for path in tmp_path.glob("*.png"):
+        path.unlink()
+    cached.epoch = plain.epoch = 1  # another epoch: other augmentations, same pixels
+    again = cached[0]
+    assert again[0].shape == first[0][0].shape and not torch.equal(again[0], first[0][0])
+    with pytest.raises(FileNotFoundError):
+        plain[0]  # without the cache the file is read again, and it is gone
+    # The cached arrays are read-only: augmentations copy, they never edit the cache.
+    image, label = cached.load(1)
+    assert not image.flags.writeable and not label.flags.writeable
+    assert len(cached._decoded) == 3 and len(plain._decoded) == 0
+    # The budget is a bound: room for one and a half pairs keeps the first pair only.
+    pair = image.nbytes + label.nbytes
+    small = SegmentationTrainSet(items, TrainConfig(seed=4, decode_cache_mb=1.5 * pair / 2**20))
+    small._decode = lambda i: (np.zeros((64, 128, 3), np.uint8), np.zeros((64, 128), np.uint8))
+    assert pair == 64 * 128 * 4
+    for i in range(3):
+        small.load(i)
+    assert list(small._decoded) == [0]

@@ -134,14 +134,24 @@ def cost_calibration(
 ) -> tuple[float, str]:
     """Factor true cost / estimated cost, and what it was measured on.
 
-    Image unit: over fully labelled images, the instances the annotator labelled against
-    the instances the current model predicts there (``predicted_on_labelled``: image id
-    -> predicted instances), so the seed set already calibrates round 1. Superpixel
-    unit: charged / estimated cost of the earlier deliveries that had an estimate.
+    Both units: charged / estimated cost of the earlier deliveries that had an estimate
+    (what labelling the model's picks really cost, on images it had not been trained
+    on). Before any such delivery, the image unit falls back to the fully labelled
+    images: the instances the annotator labelled against the instances the current model
+    predicts there (``predicted_on_labelled``: image id -> predicted instances), so the
+    seed set already calibrates round 1. That fallback is biased: the model was trained
+    on those images, and it came out at 1.9-2.5x where the deliveries' ratio was lower
+    (image runs spent 0.78-0.97 of their budget with it, bench/results at 40fcb87). The
+    superpixel unit has no such fallback: a region's estimate already counts the
+    instances it touches, and seed images measure whole images.
     1.0 without data; clipped to ``CALIBRATION_RANGE``.
     """
     factor, basis = 1.0, "no labelled data yet"
-    if unit == IMAGE_UNIT:
+    done = [h for h in state.history if h.est_cost > 0]
+    if done:
+        factor = sum(h.cost for h in done) / sum(h.est_cost for h in done)
+        basis = f"{len(done)} earlier deliveries"
+    elif unit == IMAGE_UNIT:
         true = pred = n = 0
         for image_id, predicted in sorted((predicted_on_labelled or {}).items()):
             keys = state.instance_keys(image_id)
@@ -149,10 +159,5 @@ def cost_calibration(
                 true, pred, n = true + len(keys), pred + int(predicted), n + 1
         if n:
             factor, basis = true / pred, f"{n} labelled images"
-    else:
-        done = [h for h in state.history if h.est_cost > 0]
-        if done:
-            factor = sum(h.cost for h in done) / sum(h.est_cost for h in done)
-            basis = f"{len(done)} earlier deliveries"
     lo, hi = CALIBRATION_RANGE
     return float(min(max(factor, lo), hi)), basis
