@@ -1,6 +1,7 @@
 """Training on full or partial labels (IGNORE_INDEX = not labelled), seeded and resumable.
 
-A checkpoint is written atomically after every epoch; a run that finds a checkpoint of
+A checkpoint is written atomically after the first epoch and then at most every
+``train.checkpoint_every_s`` seconds (and always at the end); a run that finds a checkpoint of
 the same configuration at its output path resumes from the epoch after it, with the
 same data order and augmentation it would have had without the interruption.
 """
@@ -248,7 +249,7 @@ def train(
     init_from : checkpoint whose weights start training (e.g. the previous round's).
     resume    : a finished checkpoint of the same configuration and data at
                 ``checkpoint_url`` is returned as is; otherwise training continues from
-                ``<checkpoint_url>.partial`` (written after every epoch, removed once the
+                ``<checkpoint_url>.partial`` (see ``train.checkpoint_every_s``; removed once the
                 result is written) when it holds the same run. Pipelines that delete a
                 stage's output before re-running it (``dvc repro``) still resume.
     data_fingerprint : identifies the training data beyond ``items`` (e.g. a hash of
