@@ -92,6 +92,21 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
     ]
     assert all(0 < r["filled"] <= r["budget"] == 60 and 0 <= r["free"] <= 1 for r in read)
 
+    # bench/converged_sets.py trains a round's labelled set with the ceiling's schedule:
+    # tiny's equal steps are 2 x 3 rounds = 6 steps, its chunks 1 epoch over the 24-image
+    # pool = 3 steps; round 1 of image MC variance holds 9-16 images (2 batches of 8 an
+    # epoch), so that is 3 and round(1.5) = 2 epochs.
+    converged = importlib.import_module("converged_sets")
+    row = converged.converge(("tiny", str(tmp_path / "work"), "image-mc_variance", 0, 1, 1))
+    ir = runs[("mc_variance", "image", "0")]
+    assert row["images"] == int(ir[1]["n_images"]) and 8 < row["images"] <= 16
+    assert row["epochs"] == [3, 2]
+    assert row["own_mIoU"] == pytest.approx(float(ir[1]["mIoU"]), abs=1e-4)
+    assert 2 <= len(row["curve"]) <= preset["ceiling_max_chunks"] + 1
+    assert row["converged_mIoU"] == max(row["curve"])
+    folder = tmp_path / "work" / "converged" / "image-mc_variance-s0-r1"
+    assert (folder / "equal-steps.pt").exists() and (folder / "chunk-1.pt").exists()
+
     # A rerun of one configuration through `alseg bench --check` reproduces its rows
     # (CPU runs are deterministic: the difference is exactly zero, inside any seed noise).
     import subprocess

@@ -1,0 +1,146 @@
+"""Selection or training? Each chosen round's labelled set, trained like the ceiling.
+
+The label-efficiency curves compare each round's model with a ceiling trained to a
+plateau. The rounds' models get far fewer optimiser steps (a chunk or two per round),
+so a curve far below the ceiling may say that the labels bought are poor, or only that
+the models trained on them stopped early. This trains the labelled set of given rounds
+of a finished ``bench/label_efficiency.py`` run from scratch with the ceiling's own
+schedule: as many steps as the equal-steps ceiling, then chunks of as many steps as the
+ceiling's chunks (``ceiling_chunk`` epochs over the whole pool), each from the previous
+chunk's weights, until a chunk gains < ``ceiling_tol`` mIoU or ``ceiling_max_chunks``
+ran. It prints the round's own mIoU, the converged one and both as % of the ceiling.
+
+    .venv/bin/python bench/converged_sets.py --work /tmp/wQ \\
+        --ceilings bench/results/label_efficiency.json \\
+        --runs image-mc_variance superpixel-mc_variance --seeds 0 --rounds 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from _machine import commit, describe  # noqa: E402
+
+
+def _steps_as_epochs(steps: int, n_images: int, batch: int) -> int:
+    return max(1, round(steps / -(-n_images // batch)))
+
+
+def converge(job: tuple) -> dict:
+    """Train round ``k``'s labelled set of run ``name`` (seed ``seed``) to the ceiling's
+    plateau; the val mIoU after the equal-steps part and after each chunk."""
+    preset_name, work, name, seed, k, threads = job
+    import label_efficiency as le
+    import torch
+
+    from alseg_core import storage
+    from alseg_core.pipeline.pool import Pool
+    from alseg_core.pipeline.run import run_layout
+    from alseg_core.pipeline.steps.evaluate import evaluate_step
+    from alseg_core.pipeline.steps.train import labelled_items
+    from alseg_core.training import train
+
+    torch.set_num_threads(threads)
+    preset = le.PRESETS[preset_name]
+    unit, strategy = name.split("-", 1)
+    real, extra = le._variant(strategy)
+    cfg = le._config(preset, Path(work), unit=unit, strategy=real, seed=seed, extra=extra,
+                     name=strategy)  # fmt: skip
+    layout = run_layout(cfg)
+    pool = Pool.list(cfg.data.root, cfg.data.pool_split, cfg.data.val_split)
+    items = labelled_items(pool, layout.labelled(k))
+    own = storage.read_json(storage.join(layout.publish(k), "metrics.json"))  # the round's row
+    batch = cfg.train.batch_size
+    pool_steps = -(-len(pool.samples) // batch)  # one epoch over the whole pool
+    first = _steps_as_epochs(cfg.al.train_steps * (cfg.al.rounds + 1), len(items), batch)
+    chunk = _steps_as_epochs(preset["ceiling_chunk"] * pool_steps, len(items), batch)
+    folder = Path(work) / "converged" / f"{name}-s{seed}-r{k}"
+    start = time.perf_counter()
+
+    def fit(url: str, epochs: int, init: str | None) -> float:
+        train(items, model_name=cfg.model.name, checkpoint_url=url,
+              cfg=replace(cfg.train, epochs=epochs), num_classes=cfg.model.num_classes,
+              dropout=cfg.model.dropout, init_from=init, progress=False, log=None)  # fmt: skip
+        got = evaluate_step(url, pool.val, model_name=cfg.model.name,
+                            batch_size=cfg.eval.batch_size, device=cfg.train.device)  # fmt: skip
+        return got["mIoU"]
+
+    ckpt = str(folder / "equal-steps.pt")
+    curve = [fit(ckpt, first, None)]
+    for n in range(preset["ceiling_max_chunks"]):
+        nxt = str(folder / f"chunk-{n + 1}.pt")
+        curve.append(fit(nxt, chunk, ckpt))
+        ckpt = nxt
+        if curve[-1] - max(curve[:-1]) < preset["ceiling_tol"]:
+            break
+    row = {
+        "run": name, "seed": seed, "round": k, "pct_full_cost": own["pct_full_cost"],
+        "images": len(items), "own_mIoU": own["mIoU"], "converged_mIoU": max(curve),
+        "curve": curve, "epochs": [first, chunk], "seconds": time.perf_counter() - start,
+    }  # fmt: skip
+    print(f"  {name} seed {seed} round {k} ({own['pct_full_cost']:.1f}% of full cost): own "
+          f"{own['mIoU']:.4f}, converged {max(curve):.4f} "
+          f"({' -> '.join(f'{m:.3f}' for m in curve)})", flush=True)  # fmt: skip
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--work", required=True, help="a finished label_efficiency --work")
+    parser.add_argument("--ceilings", type=Path, required=True,
+                        help="that run's results JSON (its ceilings)")  # fmt: skip
+    parser.add_argument("--runs", nargs="+", required=True, help="e.g. superpixel-mc_variance")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--rounds", type=int, nargs="+", required=True)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "converged_sets.md")
+    args = parser.parse_args()
+    per_seed = {
+        c["seed"]: c["converged"] for c in json.loads(args.ceilings.read_text())["ceilings"]
+    }
+    ceiling = sum(per_seed.values()) / len(per_seed)  # as the results report it
+    jobs = [(args.preset, args.work, name, seed, k, max(1, (os.cpu_count() or 1) // args.jobs))
+            for name in args.runs for seed in args.seeds for k in args.rounds]  # fmt: skip
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        rows = list(pool.map(converge, jobs))
+    lines = [
+        f"# Labelled sets trained like the ceiling (preset {args.preset})\n",
+        f"Ceiling (full supervision to a plateau): {ceiling:.4f}, the mean of the seeds' "
+        f"{', '.join(f'{v:.4f}' for _, v in sorted(per_seed.items()))}. Each row: round k's "
+        "labelled set of a finished run, trained from scratch with the ceiling's schedule "
+        f"({args.ceilings}); 'own' is the round's model as the run trained it.\n",
+        "| run | seed | round | % of full cost | images | own mIoU (% of ceiling) "
+        "| converged mIoU (% of ceiling) | val curve | minutes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['run']} | {r['seed']} | {r['round']} | {r['pct_full_cost']:.1f} | "
+            f"{r['images']} | {r['own_mIoU']:.4f} ({100 * r['own_mIoU'] / ceiling:.1f}%) | "
+            f"{r['converged_mIoU']:.4f} ({100 * r['converged_mIoU'] / ceiling:.1f}%) | "
+            f"{' -> '.join(f'{m:.3f}' for m in r['curve'])} | {r['seconds'] / 60:.1f} |"
+        )
+    lines.append(
+        f"\nMachine: {describe()}. Code: git {commit()}. Wall time: "
+        f"{(time.perf_counter() - start) / 60:.1f} min.\nCommand: `.venv/bin/python "
+        f"bench/converged_sets.py {' '.join(sys.argv[1:])}`\n"
+    )
+    text = "\n".join(lines)
+    print(text)
+    args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
