@@ -32,10 +32,6 @@ sys.path.insert(0, str(HERE.parent))
 from _machine import commit, describe  # noqa: E402
 
 
-def _steps_as_epochs(steps: int, n_images: int, batch: int) -> int:
-    return max(1, round(steps / -(-n_images // batch)))
-
-
 def converge(job: tuple) -> dict:
     """Train round ``k``'s labelled set of run ``name`` (seed ``seed``) to the ceiling's
     plateau; the val mIoU after the equal-steps part and after each chunk."""
@@ -47,7 +43,7 @@ def converge(job: tuple) -> dict:
     from alseg_core.pipeline.pool import Pool
     from alseg_core.pipeline.run import run_layout
     from alseg_core.pipeline.steps.evaluate import evaluate_step
-    from alseg_core.pipeline.steps.train import labelled_items
+    from alseg_core.pipeline.steps.train import labelled_items, round_schedule
     from alseg_core.training import train
 
     torch.set_num_threads(threads)
@@ -60,10 +56,10 @@ def converge(job: tuple) -> dict:
     pool = Pool.list(cfg.data.root, cfg.data.pool_split, cfg.data.val_split)
     items = labelled_items(pool, layout.labelled(k))
     own = storage.read_json(storage.join(layout.publish(k), "metrics.json"))  # the round's row
-    batch = cfg.train.batch_size
-    pool_steps = -(-len(pool.samples) // batch)  # one epoch over the whole pool
-    first = _steps_as_epochs(cfg.al.train_steps * (cfg.al.rounds + 1), len(items), batch)
-    chunk = _steps_as_epochs(preset["ceiling_chunk"] * pool_steps, len(items), batch)
+    pool_steps = -(-len(pool.samples) // cfg.train.batch_size)  # an epoch over the pool
+    steps = cfg.al.train_steps * (cfg.al.rounds + 1)
+    first = round_schedule(cfg.train, len(items), steps).epochs
+    chunk = round_schedule(cfg.train, len(items), preset["ceiling_chunk"] * pool_steps).epochs
     folder = Path(work) / "converged" / f"{name}-s{seed}-r{k}"
     start = time.perf_counter()
 

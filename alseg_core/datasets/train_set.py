@@ -83,5 +83,5 @@ class SegmentationTrainSet(torch.utils.data.Dataset):
 
     def _native_size(self) -> tuple[int, int]:
         if not hasattr(self, "_size"):
-            self._size = tuple(storage.read_rgb(self.items[0].image_url).shape[:2])
+            self._size = tuple(self.load(0)[0].shape[:2])  # decoded once, kept if it fits
         return self._size
