@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import os
@@ -220,8 +221,46 @@ def _variant(name: str) -> tuple[str, dict]:
     return strategy, (VARIANTS[variant] if variant else {})
 
 
-def _one_run(job: tuple) -> tuple[list[dict], dict]:
+def seed_round_key(strategy: str, seed: int) -> tuple:
+    """What a run's seed round (round 0) depends on besides the preset: the seed, the
+    variant's ``al`` settings (a superpixel seed round, another training rule) and whether
+    the strategy trains a loss-prediction head. Runs with one key have byte-identical
+    seed rounds (the same random images, labels and training): it is trained once."""
+    from alseg_core.active.strategies import get_strategy
+
+    real, extra = _variant(strategy)
+    return seed, json.dumps(extra, sort_keys=True), get_strategy(real).loss_prediction
+
+
+def _seed_folder(work: Path, key: tuple) -> Path:
+    seed, extra, loss_head = key
+    tag = hashlib.sha256(f"{extra}|{loss_head}".encode()).hexdigest()[:8]
+    return work / "seed-rounds" / f"s{seed}-{tag}"
+
+
+def _seed_round(job: tuple) -> list[str]:
+    """Round 0 of ``strategy`` alone (``al.rounds`` = 0) in its shared folder; returns the
+    step lines (each run that copies it logs them as its own)."""
     preset, work, unit, strategy, seed = job
+    import torch
+
+    from alseg_core.pipeline.run import run_rounds
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // preset["jobs"]))
+    real, extra = _variant(strategy)
+    folder = _seed_folder(Path(work), seed_round_key(strategy, seed))
+    cfg = _config(
+        {**preset, "al": {**preset["al"], "rounds": 0}}, Path(work), unit=unit,
+        strategy=real, seed=seed, extra={**extra, "out": str(folder)}, name=strategy,
+    )  # fmt: skip
+    said: list[str] = []
+    run_rounds(cfg, log=said.append)
+    return [line for line in said if line.startswith("  round 0:")]
+
+
+def _one_run(job: tuple) -> tuple[list[dict], dict]:
+    preset, work, unit, strategy, seed = job[:5]
+    seed_log: list[str] = job[5] if len(job) > 5 else []
     import torch
 
     from alseg_core.pipeline.run import run_layout, run_rounds
@@ -231,8 +270,14 @@ def _one_run(job: tuple) -> tuple[list[dict], dict]:
     cfg = _config(
         preset, Path(work), unit=unit, strategy=real, seed=seed, extra=extra, name=strategy
     )
+    if seed_log:
+        # The seed round this run shares with the other runs of its key, trained once:
+        # its outputs (not its curve point, which names the strategy) become this run's
+        # round 0, which the round engine then skips.
+        shared = _seed_folder(Path(work), seed_round_key(strategy, seed)) / "r0"
+        shutil.copytree(shared, Path(cfg.al.out) / "r0", ignore=shutil.ignore_patterns("publish"))
     start = time.perf_counter()
-    said: list[str] = []
+    said: list[str] = [f"{line} (shared seed round)" for line in seed_log]
     rows = run_rounds(cfg, log=said.append)  # the round engine, as the pipeline
     last, seconds = rows[-1], time.perf_counter() - start
     print(
@@ -355,12 +400,22 @@ def run(
         runs = [r for r in runs if r[0] in only["units"]]
     jobs_list = [(preset, str(work), unit, name, seed)
                  for seed in preset["seeds"] for unit, name in runs]  # fmt: skip
+    # One seed round per key (seed, variant, loss head), trained before the runs that
+    # share it: 6 runs of a seed would otherwise train the same round-0 model 6 times.
+    firsts: dict[tuple, tuple] = {}
+    for job in jobs_list:
+        firsts.setdefault(seed_round_key(job[3], job[4]), job)
     ctx = get_context("spawn")
     with ProcessPoolExecutor(max_workers=preset["jobs"], mp_context=ctx) as pool:
-        # Ceilings and runs queued together: a worker never idles while a ceiling trains.
+        seed_jobs = {key: pool.submit(_seed_round, job) for key, job in firsts.items()}
+        # Ceilings queued next: a worker never idles while the seed rounds train.
         ceiling_jobs = [] if check or reused else [
             pool.submit(_ceiling, (preset, str(work), s)) for s in preset["seeds"]]  # fmt: skip
-        run_jobs = [pool.submit(_one_run, job) for job in jobs_list]
+        seed_logs = {key: f.result() for key, f in seed_jobs.items()}
+        run_jobs = [
+            pool.submit(_one_run, (*job, seed_logs[seed_round_key(job[3], job[4])]))
+            for job in jobs_list
+        ]
         ceilings = reused or [f.result() for f in ceiling_jobs]
         results = [f.result() for f in run_jobs]
     rows = [r for result, _ in results for r in result]

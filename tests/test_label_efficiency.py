@@ -79,6 +79,25 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
     assert "true cost spent per round (budget 60)" in md
     log = (tmp_path / "work" / "runs" / "superpixel-mc_variance-s0" / "bench.log").read_text()
     assert "round 2: trained" in log and "val mIoU by chunk" in log
+    # Round 0 is trained once per seed (the 3 strategies x 2 units of a seed share it) and
+    # copied into each run: the same files as a run that trains its own seed round.
+    assert "round 0: trained" in log and "(shared seed round)" in log
+    assert len(list((tmp_path / "work" / "seed-rounds").iterdir())) == len(preset["seeds"])
+    from alseg_core.pipeline.run import run_rounds
+
+    own = bench._config(
+        {**preset, "al": {**preset["al"], "rounds": 0}}, tmp_path / "work", unit="superpixel",
+        strategy="mc_variance", seed=0, extra={"out": str(tmp_path / "own")},
+    )  # fmt: skip
+    run_rounds(own, log=lambda _m: None)
+
+    def files(root: Path) -> dict:
+        return {p.relative_to(root): p.read_bytes() for p in root.rglob("*")
+                if p.is_file() and "publish" not in p.parts and p.name != "model.pt"}  # fmt: skip
+
+    shared = files(tmp_path / "work" / "runs" / "superpixel-mc_variance-s0" / "r0")
+    assert Path("metrics.json") in shared and Path("labelled/state.json") in shared
+    assert files(tmp_path / "own" / "r0") == shared
     # bench/budget_adherence.py reads the same rounds back: the true cost of each round is
     # the labelled cost it added, the units bought the regions it added, the budget filled.
     adherence = importlib.import_module("budget_adherence")
