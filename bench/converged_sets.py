@@ -71,14 +71,7 @@ def converge(job: tuple) -> dict:
                             batch_size=cfg.eval.batch_size, device=cfg.train.device)  # fmt: skip
         return got["mIoU"]
 
-    ckpt = str(folder / "equal-steps.pt")
-    curve = [fit(ckpt, first, None)]
-    for n in range(preset["ceiling_max_chunks"]):
-        nxt = str(folder / f"chunk-{n + 1}.pt")
-        curve.append(fit(nxt, chunk, ckpt))
-        ckpt = nxt
-        if curve[-1] - max(curve[:-1]) < preset["ceiling_tol"]:
-            break
+    curve = le.train_to_plateau(fit, folder, first, chunk, preset)
     row = {
         "run": name, "seed": seed, "round": k, "pct_full_cost": own["pct_full_cost"],
         "images": len(items), "own_mIoU": own["mIoU"], "converged_mIoU": max(curve),

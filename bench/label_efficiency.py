@@ -4,11 +4,12 @@ For each strategy and unit, the active-learning loop (``alseg run``: the round e
 the pipeline runs) runs R rounds with the same per-round budget for each seed, on the
 embedded synthetic dataset; full supervision (every pool image labelled) trained to a
 plateau gives the ceiling, with the equal-steps figure beside it. Runs are independent
-processes, two at a time. The report adds a diagnosis per strategy (true cost per
-selected unit, labelled pixels per cost unit, true cost spent in each round against the
-budget, the share of round trainings still rising when the plateau rule's cap stopped
-them, per-class IoU at the last round). Each run's step lines are kept in its folder
-(``bench.log``).
+processes, two at a time; the runs of a seed share its seed round (the same random
+images, labels and round-0 model: trained once, copied into each run). The report adds
+a diagnosis per strategy (true cost per selected unit, labelled pixels per cost unit,
+true cost spent in each round against the budget, the share of round trainings still
+rising when the plateau rule's cap stopped them, per-class IoU at the last round). Each
+run's step lines are kept in its folder (``bench.log``).
 
 Writes ``<out>.csv`` (one row per strategy, unit, seed, round), ``<out>.png`` (mean mIoU
 vs % of full cost, ±1 std band over seeds, one line per strategy x unit, the ceiling)
@@ -32,6 +33,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -302,6 +304,26 @@ def _prune_checkpoints(layout, rounds: int) -> None:
         Path(layout.model(k)).unlink(missing_ok=True)
 
 
+def train_to_plateau(
+    fit: Callable[[str, int, str | None], float], folder: Path, first: int, chunk: int,
+    preset: dict,
+) -> list[float]:  # fmt: skip
+    """The ceiling's schedule: ``fit(url, epochs, init)`` (train to the checkpoint ``url``
+    for ``epochs`` from ``init``'s weights, return val mIoU) for ``first`` epochs from
+    scratch, then chunks of ``chunk`` epochs, each from the previous chunk's weights, until
+    a chunk gains < ``ceiling_tol`` over the best before it or ``ceiling_max_chunks`` ran.
+    Returns val mIoU after each part (checkpoints ``equal-steps.pt``, ``chunk-N.pt``)."""
+    ckpt = str(folder / "equal-steps.pt")
+    curve = [fit(ckpt, first, None)]
+    for n in range(preset["ceiling_max_chunks"]):
+        nxt = str(folder / f"chunk-{n + 1}.pt")
+        curve.append(fit(nxt, chunk, ckpt))
+        ckpt = nxt
+        if curve[-1] - max(curve[:-1]) < preset["ceiling_tol"]:
+            break
+    return curve
+
+
 def _ceiling(job: tuple) -> dict:
     """Every pool image labelled: (a) as many optimiser steps as one AL run in total;
     (b) then on, in chunks of ``ceiling_chunk`` epochs (each from the previous chunk's
@@ -330,19 +352,15 @@ def _ceiling(job: tuple) -> dict:
             device=cfg.train.device,
         )["mIoU"]  # fmt: skip
 
-    ckpt = str(folder / "equal-steps.pt")
-    train_on_split(samples, ckpt, model=cfg.model, train=replace(cfg.train, epochs=epochs))
-    curve = [(epochs, evaluate(ckpt))]
+    def fit(url: str, n_epochs: int, init: str | None) -> float:
+        train_on_split(samples, url, model=cfg.model, train=replace(cfg.train, epochs=n_epochs),
+                       init_from=init)  # fmt: skip
+        return evaluate(url)
+
     chunk = preset["ceiling_chunk"]
-    for n in range(preset["ceiling_max_chunks"]):
-        nxt = str(folder / f"chunk-{n + 1}.pt")
-        train_on_split(samples, nxt, model=cfg.model, train=replace(cfg.train, epochs=chunk),
-                       init_from=ckpt)  # fmt: skip
-        curve.append((curve[-1][0] + chunk, evaluate(nxt)))
-        ckpt = nxt
-        if curve[-1][1] - max(m for _, m in curve[:-1]) < preset["ceiling_tol"]:
-            break
-    converged = max(m for _, m in curve)
+    mious = train_to_plateau(fit, folder, epochs, chunk, preset)
+    curve = [(epochs + n * chunk, m) for n, m in enumerate(mious)]
+    converged = max(mious)
     print(f"  full supervision seed {seed}: equal steps {curve[0][1]:.4f} ({epochs} epochs), "
           f"plateau {converged:.4f} after {curve[-1][0]} epochs", flush=True)  # fmt: skip
     return {"seed": seed, "equal_steps": curve[0][1], "converged": converged, "curve": curve}

@@ -126,6 +126,16 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
     folder = tmp_path / "work" / "converged" / "image-mc_variance-s0-r1"
     assert (folder / "equal-steps.pt").exists() and (folder / "chunk-1.pt").exists()
 
+    # bench/lr_sweep.py trains the shared seed round's set through every chunk the plateau
+    # rule allows (tiny: 1 extra, so 3 chunks; no early stop) and the full pool for the
+    # equal-steps epochs (6 steps over 24 images in batches of 8 = 2 epochs).
+    sweep = importlib.import_module("lr_sweep")
+    seed_part = sweep._one(("tiny", str(tmp_path / "work"), "seed round", 0.003, 0, 1))
+    assert len(seed_part["curve"]) == 3 and seed_part["steps"] == "3 x 2"
+    assert all(0.0 <= m <= 1.0 for m in seed_part["curve"])
+    full_part = sweep._one(("tiny", str(tmp_path / "work"), "full pool", 0.003, 0, 1))
+    assert len(full_part["curve"]) == 1 and full_part["steps"] == "2 epochs"
+
     # A rerun of one configuration through `alseg bench --check` reproduces its rows
     # (CPU runs are deterministic: the difference is exactly zero, inside any seed noise).
     import subprocess
