@@ -127,6 +127,12 @@ PRESETS: dict[str, dict] = {
         "ceiling_chunk": 1, "ceiling_tol": 0.005, "ceiling_max_chunks": 2,
     },
 }  # fmt: skip
+# ``quick`` with AdamW at 3e-3 instead of 1e-3: LR-ASPP trains from scratch here, and at
+# 1e-3 most rounds are still gaining when the plateau rule stops them
+# (bench/results/lr_sweep.md, seed 0: the seed round's 20 images 0.192 after 200 steps
+# at 3e-3 against 0.199 after 600 at 1e-3; the full pool for the AL run's steps 0.344
+# against 0.306).
+PRESETS["quick_lr3"] = {**PRESETS["quick"], "train": {"lr": 0.003}}
 # Every refinement on its own, superpixel unit, in the ``standard`` setting: run with
 # ``--ceilings-from`` a standard result and join it with ``--merge`` (~35 min a pair of
 # runs: a strategy or a seed per sitting).
@@ -151,7 +157,7 @@ def _config(
         "synthetic": preset["synthetic"],
         "superpixels": {**preset["superpixels"], "store": str(work / "superpixels"), "workers": 1},
         "model": preset["model"],
-        "train": {"seed": seed, "device": "auto"},
+        "train": {**preset.get("train", {}), "seed": seed, "device": "auto"},
         "al": {
             **preset["al"],
             "unit": unit,
