@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 
@@ -37,3 +39,17 @@ def commit() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
                          capture_output=True, text=True)  # fmt: skip
     return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def write_table(lines: list[str], out: Path, script: str, start: float, note: str = "") -> str:
+    """``lines`` plus the machine, the commit, the wall time since ``start`` (with
+    ``note``) and the command line of ``bench/<script>``: printed and written to ``out``."""
+    lines = [*lines, (
+        f"\nMachine: {describe()}. Code: git {commit()}. Wall time: "
+        f"{(time.perf_counter() - start) / 60:.1f} min{note}.\nCommand: "
+        f"`.venv/bin/python bench/{script} {' '.join(sys.argv[1:])}`\n"
+    )]  # fmt: skip
+    text = "\n".join(lines)
+    print(text)
+    out.write_text(text)
+    return text

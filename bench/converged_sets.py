@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from _machine import commit, describe  # noqa: E402
+from _machine import write_table  # noqa: E402
 
 
 def converge(job: tuple) -> dict:
@@ -57,8 +57,7 @@ def converge(job: tuple) -> dict:
     items = labelled_items(pool, layout.labelled(k))
     own = storage.read_json(storage.join(layout.publish(k), "metrics.json"))  # the round's row
     pool_steps = -(-len(pool.samples) // cfg.train.batch_size)  # an epoch over the pool
-    steps = cfg.al.train_steps * (cfg.al.rounds + 1)
-    first = round_schedule(cfg.train, len(items), steps).epochs
+    first = round_schedule(cfg.train, len(items), le.run_steps(cfg)).epochs
     chunk = round_schedule(cfg.train, len(items), preset["ceiling_chunk"] * pool_steps).epochs
     folder = Path(work) / "converged" / f"{name}-s{seed}-r{k}"
     start = time.perf_counter()
@@ -121,14 +120,7 @@ def main() -> None:
             f"{r['converged_mIoU']:.4f} ({100 * r['converged_mIoU'] / ceiling:.1f}%) | "
             f"{' -> '.join(f'{m:.3f}' for m in r['curve'])} | {r['seconds'] / 60:.1f} |"
         )
-    lines.append(
-        f"\nMachine: {describe()}. Code: git {commit()}. Wall time: "
-        f"{(time.perf_counter() - start) / 60:.1f} min.\nCommand: `.venv/bin/python "
-        f"bench/converged_sets.py {' '.join(sys.argv[1:])}`\n"
-    )
-    text = "\n".join(lines)
-    print(text)
-    args.out.write_text(text)
+    write_table(lines, args.out, "converged_sets.py", start)
 
 
 if __name__ == "__main__":

@@ -267,8 +267,7 @@ def _seed_round(job: tuple) -> list[str]:
 
 
 def _one_run(job: tuple) -> tuple[list[dict], dict]:
-    preset, work, unit, strategy, seed = job[:5]
-    seed_log: list[str] = job[5] if len(job) > 5 else []
+    preset, work, unit, strategy, seed, seed_log = job
     import torch
 
     from alseg_core.pipeline.run import run_layout, run_rounds
@@ -278,12 +277,11 @@ def _one_run(job: tuple) -> tuple[list[dict], dict]:
     cfg = _config(
         preset, Path(work), unit=unit, strategy=real, seed=seed, extra=extra, name=strategy
     )
-    if seed_log:
-        # The seed round this run shares with the other runs of its key, trained once:
-        # its outputs (not its curve point, which names the strategy) become this run's
-        # round 0, which the round engine then skips.
-        shared = _seed_folder(Path(work), seed_round_key(strategy, seed)) / "r0"
-        shutil.copytree(shared, Path(cfg.al.out) / "r0", ignore=shutil.ignore_patterns("publish"))
+    # The seed round this run shares with the other runs of its key, trained once: its
+    # outputs (not its curve point, which names the strategy) become this run's round 0,
+    # which the round engine then skips.
+    shared = _seed_folder(Path(work), seed_round_key(strategy, seed)) / "r0"
+    shutil.copytree(shared, Path(cfg.al.out) / "r0", ignore=shutil.ignore_patterns("publish"))
     start = time.perf_counter()
     said: list[str] = [f"{line} (shared seed round)" for line in seed_log]
     rows = run_rounds(cfg, log=said.append)  # the round engine, as the pipeline
@@ -330,6 +328,12 @@ def train_to_plateau(
     return curve
 
 
+def run_steps(cfg) -> int:
+    """Optimiser steps of one AL run without the plateau rule's extra chunks: the
+    equal-steps ceiling's budget."""
+    return cfg.al.train_steps * (cfg.al.rounds + 1)
+
+
 def _ceiling(job: tuple) -> dict:
     """Every pool image labelled: (a) as many optimiser steps as one AL run in total;
     (b) then on, in chunks of ``ceiling_chunk`` epochs (each from the previous chunk's
@@ -342,14 +346,13 @@ def _ceiling(job: tuple) -> dict:
 
     from alseg_core.pipeline.pool import Pool
     from alseg_core.pipeline.steps.evaluate import evaluate_step
-    from alseg_core.pipeline.steps.train import train_on_split
+    from alseg_core.pipeline.steps.train import round_schedule, train_on_split
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // preset["jobs"]))
     cfg = _config(preset, Path(work), unit="image", strategy="random", seed=seed, extra={})
     pool = Pool.list(cfg.data.root, cfg.data.pool_split, cfg.data.val_split)
     samples = list(pool.samples.values())
-    steps = cfg.al.train_steps * (cfg.al.rounds + 1)
-    epochs = max(1, round(steps / -(-len(samples) // cfg.train.batch_size)))
+    epochs = round_schedule(cfg.train, len(samples), run_steps(cfg)).epochs
     folder = Path(work) / "runs" / f"full-s{seed}"
 
     def evaluate(ckpt: str) -> float:

@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from _machine import commit, describe  # noqa: E402
+from _machine import write_table  # noqa: E402
 
 
 def _one(job: tuple) -> dict:
@@ -39,7 +39,12 @@ def _one(job: tuple) -> dict:
 
     from alseg_core.pipeline.pool import Pool
     from alseg_core.pipeline.steps.evaluate import evaluate_step
-    from alseg_core.pipeline.steps.train import Plateau, train_on_split, train_step
+    from alseg_core.pipeline.steps.train import (
+        Plateau,
+        round_schedule,
+        train_on_split,
+        train_step,
+    )
 
     torch.set_num_threads(threads)
     preset = le.PRESETS[preset_name]
@@ -61,8 +66,7 @@ def _one(job: tuple) -> dict:
             steps = f"{cfg.al.plateau_chunks + 2} x {cfg.al.train_steps}"
         else:
             samples = list(pool.samples.values())
-            n_steps = cfg.al.train_steps * (cfg.al.rounds + 1)
-            epochs = max(1, round(n_steps / -(-len(samples) // cfg.train.batch_size)))
+            epochs = round_schedule(cfg.train, len(samples), le.run_steps(cfg)).epochs
             url = f"{scratch}/full.pt"
             train_on_split(samples, url, model=cfg.model, train=replace(train, epochs=epochs))
             curve = [evaluate_step(url, pool.val, model_name=cfg.model.name,
@@ -107,14 +111,7 @@ def main() -> None:
             f"{' -> '.join(f'{m:.4f}' for m in r['curve'])} | {max(r['curve']):.4f} | "
             f"{r['seconds'] / 60:.1f} |"
         )
-    lines.append(
-        f"\nMachine: {describe()}. Code: git {commit()}. Wall time: "
-        f"{(time.perf_counter() - start) / 60:.1f} min ({args.jobs} jobs).\nCommand: "
-        f"`.venv/bin/python bench/lr_sweep.py {' '.join(sys.argv[1:])}`\n"
-    )
-    text = "\n".join(lines)
-    print(text)
-    args.out.write_text(text)
+    write_table(lines, args.out, "lr_sweep.py", start, f" ({args.jobs} jobs)")
 
 
 if __name__ == "__main__":
