@@ -133,6 +133,8 @@ PRESETS: dict[str, dict] = {
 # at 3e-3 against 0.199 after 600 at 1e-3; the full pool for the AL run's steps 0.344
 # against 0.306).
 PRESETS["quick_lr3"] = {**PRESETS["quick"], "train": {"lr": 0.003}}
+# and at 1e-2 (lr_sweep.md: the full pool in the AL run's steps 0.359 against 0.344 at 3e-3).
+PRESETS["quick_lr10"] = {**PRESETS["quick"], "train": {"lr": 0.01}}
 # Every refinement on its own, superpixel unit, in the ``standard`` setting: run with
 # ``--ceilings-from`` a standard result and join it with ``--merge`` (~35 min a pair of
 # runs: a strategy or a seed per sitting).
