@@ -59,6 +59,13 @@ def versus(stats: dict, key: Key, other: Key) -> tuple[list[str], list[bool]]:
     return cells, wins
 
 
+def every_round(cells: list[str], wins: list[bool]) -> str:
+    """'True (n/n)' only if ahead at every acquisition round; a round outside the other
+    curve's costs counts as not shown (in the denominator, not among the wins)."""
+    every = bool(cells) and len(wins) == len(cells) and all(wins)
+    return f"{every} ({sum(wins)}/{len(cells)})"
+
+
 def _profile(xs, ys, full: float) -> dict:
     at = {pct: _interp(xs, ys, pct) for pct in (10, 25, 50)}
     return {
@@ -166,11 +173,10 @@ def _verdicts(stats: dict, profiles: dict) -> list[str]:
         random = (key[0], "random")
         if random in stats:
             cells, wins = versus(stats, key, random)
-            every = bool(wins) and all(wins) and len(wins) == len(stats[key][0]) - 1
             lines.append(
                 f"  Minus {key[0]} random at equal cost: " + "; ".join(cells)
-                + f". Above random by more than one std at every round: {every} "
-                f"({sum(wins)}/{len(stats[key][0]) - 1})."
+                + f". Above random by more than one std at every round: "
+                f"{every_round(cells, wins)}."
             )  # fmt: skip
     reach = best and profiles[best]["reach95"]
     lines.append(
@@ -193,8 +199,7 @@ def _verdicts(stats: dict, profiles: dict) -> list[str]:
             cells, wins = versus(stats, bsp, ("superpixel", "random"))
             lines.append(
                 f"- Best superpixel strategy ({bsp[1]}) above superpixel random at every "
-                f"round by more than one std: {bool(wins) and all(wins)} "
-                f"({sum(wins)}/{len(cells)})."
+                f"round by more than one std: {every_round(cells, wins)}."
             )
     return lines
 

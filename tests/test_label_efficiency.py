@@ -293,3 +293,29 @@ def test_ablation_preset_is_the_standard_setting_with_other_runs():
     assert not set(ablation["strategies"]) & set(standard["strategies"])
     for strategy in ablation["strategies"]:
         assert "superpixel" in get_strategy(strategy).units, strategy
+
+
+def test_every_round_verdict_counts_a_round_outside_the_other_curve_as_not_shown():
+    """Superpixel MC variance at 10/20/40 % of cost, random covering only 0-30 %: round 1
+    (+0.1 over a std of 0.01) is a win, round 2 is outside random's costs, so 'every
+    round' is False (1/2) in both lines that state it."""
+    import numpy as np
+
+    _load_bench()  # puts bench/ on sys.path
+    report = importlib.import_module("label_efficiency_report")
+    sd = np.full(3, 0.01)
+    stats = {
+        ("superpixel", "mc_variance"): (np.array([2.0, 20, 40]), np.array([0.1, 0.4, 0.5]), sd),
+        ("superpixel", "random"): (np.array([2.0, 10, 30]), np.array([0.1, 0.2, 0.3]), sd),
+        ("image", "mc_variance"): (np.array([5.0, 25, 50]), np.array([0.1, 0.2, 0.3]), sd),
+    }  # fmt: skip
+    cells, wins = report.versus(stats, ("superpixel", "mc_variance"), ("superpixel", "random"))
+    assert wins == [True]  # 0.4 - 0.3 at 20 % of cost
+    assert cells[1] == "r2 @40.0%: outside random's costs"
+    assert report.every_round(cells, wins) == "False (1/2)"
+    assert report.every_round(["r1", "r2"], [True, True]) == "True (2/2)"
+    assert report.every_round([], []) == "False (0/0)"
+    profiles = {k: report._profile(xs, ys, 1.0) for k, (xs, ys, _) in stats.items()}
+    lines = report._verdicts(stats, profiles)
+    sp_lines = [ln for ln in lines if "superpixel random" in ln or "Minus superpixel" in ln]
+    assert len(sp_lines) == 2 and all("False (1/2)" in ln for ln in sp_lines), sp_lines
