@@ -154,3 +154,31 @@ def test_select_warns_when_no_unit_fits_the_budget(tmp_path):
     assert summary["warning"].startswith(
         "no image fits al.budget_per_round=30: the cheapest costs 50"
     )
+
+
+def test_a_marginal_cost_request_carries_the_estimate_the_selection_spent(tmp_path):
+    """Regions 0 and 1 of one image share predicted instance 1: with marginal cost
+    (mc_variance_plus) region 1 is bought at 1, not its own 2. The request must say
+    2 + 1 + 1 = 4, what the selection spent, not 5: the next round's calibration is
+    true cost over this figure, and it scales marginal costs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from alseg_core.pipeline.steps.select import select_step
+
+    row = {"image_id": "a", "image_est_cost": 4, "region_est_cost": [2, 2, 1],
+           "region_mc_variance_balanced": [0.9, 0.8, 0.1], "region_pixels": [10, 10, 10],
+           "region_components": [[0, 1], [1, 2], [3]],
+           "image_mc_variance_balanced": 0.5}  # fmt: skip
+    table = pa.Table.from_pylist([row]).replace_schema_metadata(
+        {b"alseg_format": b"alseg-scores/1"}
+    )
+    pq.write_table(table, tmp_path / "scores.parquet")
+    summary = select_step(
+        1, pool_ids=["a"], scores=str(tmp_path / "scores.parquet"), labelled=None,
+        out=str(tmp_path / "s.json"), unit="superpixel", strategy="mc_variance_plus",
+        budget=10, initial_images=1, seed=0,
+    )  # fmt: skip
+    assert summary["items"][0]["regions"] == [0, 1, 2]
+    assert summary["estimated_spent"] == 4
+    assert summary["items"][0]["est_cost"] == 4  # was 5: region 1 at its own 2

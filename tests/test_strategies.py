@@ -36,6 +36,9 @@ def test_marginal_cost_charges_a_shared_instance_once():
     # Marginal: after region 0 the car is paid; region 1 costs 1 (the pole): both fit.
     chosen = select_greedy([r0, r1], 2, marginal_cost=True)
     assert chosen.candidates == (r0, r1) and chosen.spent == 2
+    # Each is reported at the raw estimate it was bought at (region 1: 1, not 2).
+    assert chosen.bought_at() == (1, 1)
+    assert select_under_budget([r0, r1], 3).bought_at() == (1, 2)
     # The calibration factor scales the marginal cost: 1 x 3 = 3 for region 1 -> too much.
     assert select_greedy([r0, r1], 4, marginal_cost=True, cost_factor=3.0).spent == 3
 

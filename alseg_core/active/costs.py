@@ -136,7 +136,9 @@ def cost_calibration(
 
     Both units: charged / estimated cost of the earlier deliveries that had an estimate
     (what labelling the model's picks really cost, on images it had not been trained
-    on). Before any such delivery, the image unit falls back to the fully labelled
+    on); the estimate is the one the selection spent (a marginal-cost strategy's
+    request carries each region at its instances not paid yet, ``Chosen.bought_at``).
+    Before any such delivery, the image unit falls back to the fully labelled
     images: the instances the annotator labelled against the instances the current model
     predicts there (``predicted_on_labelled``: image id -> predicted instances), so the
     seed set already calibrates round 1. That fallback is biased: the model was trained

@@ -83,9 +83,25 @@ def candidates_for_image(
 
 @dataclass(frozen=True)
 class Chosen:
+    """The units chosen, the budget and the calibrated spend.
+
+    est_costs : the raw (uncalibrated) estimate each unit was bought at, in order; None:
+                each candidate's own ``est_cost``. With marginal cost a region is bought
+                at its instances not paid yet, less than its ``est_cost``: the request
+                must carry that figure, or later rounds calibrate against an estimate
+                the selection never spent (true / raw ratio applied to marginal costs).
+    """
+
     candidates: tuple[Candidate, ...]
     budget: int
     spent: int
+    est_costs: tuple[int, ...] | None = None
+
+    def bought_at(self) -> tuple[int, ...]:
+        """The raw estimate of each chosen unit, as the selection spent it."""
+        if self.est_costs is not None:
+            return self.est_costs
+        return tuple(c.est_cost for c in self.candidates)
 
 
 def in_unit_order(candidates: Iterable[Candidate]) -> list[Candidate]:
@@ -199,11 +215,13 @@ def select_greedy(
     bought: dict[str, set[int]] = {}
     taken: dict[str, int] = {}
 
-    def cost(c: Candidate) -> int:
-        raw = c.est_cost
+    def raw_cost(c: Candidate) -> int:
         if marginal_cost and c.components is not None:
-            raw = len(set(c.components) - bought.get(c.image_id, set()))
-        return calibrated_cost(raw, cost_factor)
+            return len(set(c.components) - bought.get(c.image_id, set()))
+        return c.est_cost
+
+    def cost(c: Candidate) -> int:
+        return calibrated_cost(raw_cost(c), cost_factor)
 
     def key(c: Candidate) -> float:
         if not reveal:
@@ -219,7 +237,7 @@ def select_greedy(
     by_image: dict[str, list[int]] = {}
     for i, c in enumerate(ordered):
         by_image.setdefault(c.image_id, []).append(i)
-    chosen, spent, done = [], 0, set()
+    chosen, spent, done, raws = [], 0, set(), []
     while heap and spent < budget:
         _, i, ver = heapq.heappop(heap)
         cand = ordered[i]
@@ -231,6 +249,7 @@ def select_greedy(
         if spent + c > budget:
             continue
         chosen.append(cand)
+        raws.append(raw_cost(cand))
         done.add(i)
         spent += c
         taken[cand.image_id] = taken.get(cand.image_id, 0) + 1
@@ -242,7 +261,7 @@ def select_greedy(
                 if j not in done and other.components and shared & set(other.components):
                     version[j] += 1
                     heapq.heappush(heap, (-key(other), j, version[j]))
-    return Chosen(tuple(chosen), budget, spent)
+    return Chosen(tuple(chosen), budget, spent, tuple(raws) if marginal_cost else None)
 
 
 def select_diverse(

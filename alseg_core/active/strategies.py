@@ -120,7 +120,9 @@ class Strategy:
     ) -> Chosen:
         """Choose under ``budget`` (costs x ``cost_factor``); random order needs ``rng``.
 
-        Returns the candidates as given (raw estimates); ``spent`` is in calibrated costs.
+        Returns the candidates as given; ``spent`` is in calibrated costs and
+        ``Chosen.bought_at()`` the raw estimate each was bought at (with marginal cost,
+        less than its ``est_cost``).
         """
         if self.random_order and rng is None:
             raise ValueError(f"strategy {self.name!r} selects in random order: pass rng")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -71,8 +72,12 @@ def _choose(
             f"no {unit} fits al.budget_per_round={budget}: the cheapest costs {cheapest} "
             f"(estimate x calibration {factor:.2f}); nothing is selected this round"
         )
-    # The request keeps the model's raw estimates: later rounds calibrate against them.
-    chosen = list(result.candidates)
+    # The request keeps the model's raw estimates as the selection spent them (marginal
+    # where the strategy charges an instance once): later rounds calibrate against them.
+    chosen = [
+        replace(c, est_cost=raw)
+        for c, raw in zip(result.candidates, result.bought_at(), strict=True)
+    ]
     return chosen, result.spent, (factor, basis), warning, store
 
 
