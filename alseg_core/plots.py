@@ -16,8 +16,11 @@ def learning_curve(
     title: str = "alseg learning curve",
     bands: Mapping[str, Sequence[float]] | None = None,
     reference: float | None = None,
-) -> None:
-    """One line per curve of (x, mIoU) points; optional ±std bands and a reference line."""
+) -> tuple[float, float]:
+    """One line per curve of (x, mIoU) points; optional ±std bands and a reference line.
+
+    Returns the y-axis limits drawn: they hold the reference line with a margin above
+    it (autoscaling put a ceiling above every curve on the frame's edge, unseen)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,13 +42,17 @@ def learning_curve(
             )
     if reference is not None:
         ax.axhline(reference, color="black", linestyle="--", label="full supervision")
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, max(hi, reference + 0.05 * (max(hi, reference) - lo)))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mIoU (val)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    limits = (float(ax.get_ylim()[0]), float(ax.get_ylim()[1]))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
     storage.write_bytes(out_png, buf.getvalue())
+    return limits
