@@ -56,8 +56,9 @@ PRESETS: dict[str, dict] = {
     # Sized from measured throughput on 2 CPU cores: LR-ASPP trains ~55 images/s at
     # 64x128, so a 200-step chunk trains in ~27 s with two runs sharing the cores; 5
     # trainings (up to 2 chunks each) + 4 scorings per run, 18 runs two at a time + 3
-    # ceilings trained to a plateau (~10 min). 5 rounds of 1200 with up to 3 chunks took
-    # 73 min at 117bb8c; 4 rounds of 1500 cover the same 52-63 % of full cost. The
+    # ceilings trained to a plateau (~20 min of one core each). Measured on a 2-core Xeon
+    # 2.1 GHz: 101 min at 1e-3 (1835326), 89 min at 3e-3 in three sittings (681010e):
+    # each run ~6.5-7 min. 4 rounds of 1500 cover 52-65 % of full cost. The
     # superpixel seed round (measured at fd50b2b: it costs more per pixel) runs in
     # ``ablation``. Beside the reference: ``mc_variance_plus`` (cost-aware ranking,
     # marginal cost, class balance, a cap per image) and ``ripu`` (region impurity);
