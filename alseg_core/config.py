@@ -113,6 +113,8 @@ class ALConfig:
     score_resolution: str = "feature"
     score_batch_pixels: int = 2048 * 1024
     train_steps: int = 200  # optimiser steps per round (epochs follow from the labelled set size)
+    # and at least this many epochs over the round's labelled images (0: steps alone)
+    train_epochs: int = 0
     finetune: bool = True  # start each round from the previous round's weights
     # Then up to plateau_chunks more chunks of train_steps until one gains < plateau_tol.
     plateau_chunks: int = 0
@@ -138,6 +140,8 @@ class ALConfig:
         for name in ("rounds", "initial_images", "train_steps", "heat_stride"):
             if getattr(self, name) < 1 and not (name == "rounds" and self.rounds == 0):
                 raise ValueError(f"al.{name} must be >= 1, got {getattr(self, name)}")
+        if self.train_epochs < 0:
+            raise ValueError(f"al.train_epochs must be >= 0, got {self.train_epochs}")
         if self.plateau_chunks < 0 or not self.plateau_tol >= 0:
             raise ValueError(f"al.plateau_chunks and al.plateau_tol must be >= 0, got "
                              f"{self.plateau_chunks} and {self.plateau_tol}")  # fmt: skip

@@ -33,6 +33,14 @@ def test_round_schedule_turns_steps_into_whole_epochs():
     assert round_schedule(TrainConfig(batch_size=8), 100, 4).epochs == 1  # at least one
 
 
+def test_round_schedule_gives_at_least_train_epochs_passes_over_the_labelled_images():
+    # A superpixel round: regions in 270 images, batch 8 -> 34 steps per epoch; 200 steps
+    # alone would be round(5.9) = 6 epochs; al.train_epochs 16 raises it to 16.
+    assert round_schedule(TrainConfig(batch_size=8), 270, 200, 16).epochs == 16
+    # Where the steps already give more (20 images: 67 epochs) the floor changes nothing.
+    assert round_schedule(TrainConfig(batch_size=8), 20, 200, 16).epochs == 67
+
+
 def test_seed_selection_is_a_seeded_random_set_of_whole_images(tmp_path):
     ids = [f"img{i:02d}" for i in range(30)]
 

@@ -111,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         result = train_step(
             _pool(args, cfg), args.labelled, args.out, previous_model=args.init_from,
             finetune=args.init_from is not None, model=cfg.model, train=cfg.train,
-            train_steps=cfg.al.train_steps,
+            train_steps=cfg.al.train_steps, min_epochs=cfg.al.train_epochs,
             loss_prediction=get_strategy(cfg.al.strategy).loss_prediction,
             progress=not args.no_progress,
             plateau=Plateau(cfg.al.plateau_chunks, cfg.al.plateau_tol),

@@ -220,6 +220,7 @@ def _run(p: argparse.ArgumentParser) -> None:
     _al(p, pool=False)
     for flag, key in (("--rounds", "rounds"), ("--budget", "budget_per_round"),
                       ("--initial-images", "initial_images"), ("--train-steps", "train_steps"),
+                      ("--train-epochs", "train_epochs"),
                       ("--mc-passes", "mc_passes")):  # fmt: skip
         _opt(p, flag, f"al.{key}", type=int)
     _opt(p, "--out", "al.out", help="run folder (rounds, metrics.csv, learning_curve.png)")
