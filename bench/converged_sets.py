@@ -7,8 +7,9 @@ the models trained on them stopped early. This trains the labelled set of given 
 of a finished ``bench/label_efficiency.py`` run from scratch with the ceiling's own
 schedule: as many steps as the equal-steps ceiling, then chunks of as many steps as the
 ceiling's chunks (``ceiling_chunk`` epochs over the whole pool), each from the previous
-chunk's weights, until a chunk gains < ``ceiling_tol`` mIoU or ``ceiling_max_chunks``
-ran. It prints the round's own mIoU, the converged one and both as % of the ceiling.
+chunk's weights, until a chunk gains < ``ceiling_tol`` mIoU (``ceiling_patience`` chunks
+in a row) or ``ceiling_max_chunks`` ran (``label_efficiency.train_to_plateau``). It
+prints the round's own mIoU, the converged one and both as % of the ceiling.
 
     .venv/bin/python bench/converged_sets.py --work /tmp/wQ \\
         --ceilings bench/results/label_efficiency.json \\

@@ -319,3 +319,21 @@ def test_every_round_verdict_counts_a_round_outside_the_other_curve_as_not_shown
     lines = report._verdicts(stats, profiles)
     sp_lines = [ln for ln in lines if "superpixel random" in ln or "Minus superpixel" in ln]
     assert len(sp_lines) == 2 and all("False (1/2)" in ln for ln in sp_lines), sp_lines
+
+
+def test_ceiling_patience_goes_on_past_a_single_flat_chunk(tmp_path):
+    bench = _load_bench()
+    # val mIoU after the equal-steps part, then after each chunk; tol 0.005
+    curve = [0.30, 0.35, 0.352, 0.37, 0.371, 0.3712, 0.40]
+
+    def plateau(patience: int) -> list[float]:
+        values = iter(curve)
+        preset = {"ceiling_tol": 0.005, "ceiling_max_chunks": 6, "ceiling_patience": patience}
+        return bench.train_to_plateau(lambda url, epochs, init: next(values), tmp_path, 26, 16,
+                                      preset)  # fmt: skip
+
+    # One chunk of patience stops at the first flat chunk (+0.002 at 0.352) ...
+    assert plateau(1) == [0.30, 0.35, 0.352]
+    # ... two go on through it (+0.018 resets the count) and stop after two flat in a row
+    # (+0.001, +0.0002): 0.40 is never trained.
+    assert plateau(2) == [0.30, 0.35, 0.352, 0.37, 0.371, 0.3712]
