@@ -148,11 +148,12 @@ PRESETS["quick_lr10"] = {**PRESETS["quick"], "train": {"lr": 0.01}}
 # 16 times, and converged_sets_quick_s0.md found the superpixel sets the most
 # step-limited (+0.053 mIoU trained like the ceiling, against +0.019 for image random).
 # 16 epochs is what image rounds got at ~100 images. Superpixel runs train ~2.5x the
-# steps of ``quick``'s; the headline four runs only (ceilings: ``--ceilings-from`` quick).
+# steps of ``quick``'s (~18 min a run two at a time, image runs ~12): the headline four
+# runs and ``mc_variance_plus`` (ceilings: ``--ceilings-from`` quick).
 PRESETS["quick_epochs"] = {
     **PRESETS["quick"],
     "al": {**PRESETS["quick"]["al"], "train_epochs": 16},
-    "runs": PRESETS["quick"]["runs"][:4],
+    "runs": PRESETS["quick"]["runs"][:5],
 }
 # Every refinement on its own, superpixel unit, in the ``standard`` setting: run with
 # ``--ceilings-from`` a standard result and join it with ``--merge`` (~35 min a pair of
