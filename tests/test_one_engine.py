@@ -32,8 +32,8 @@ train: {{epochs: 1, batch_size: 4, lr: 0.001, weight_decay: 0.0001, seed: 0, cro
         scale_range: null, hflip: true, num_workers: 0, device: cpu}}
 eval: {{batch_size: 8}}
 al: {{unit: superpixel, strategy: mc_variance, rounds: 2, initial_images: 3,
-     budget_per_round: 30, mc_passes: 2, train_steps: 6, finetune: {finetune}, seed: 0,
-     heat_stride: 4, out: data/runs/al, annotator: oracle, label_format: train_ids,
+     budget_per_round: 30, mc_passes: 2, train_steps: 6, train_epochs: 0, finetune: {finetune},
+     seed: 0, heat_stride: 4, out: data/runs/al, annotator: oracle, label_format: train_ids,
      export_formats: [label-studio, cvat], image_url_prefix: null,
      score_resolution: feature, score_batch_pixels: 2097152, plateau_chunks: 0,
      plateau_tol: 0.005, seed_unit: image, seed_budget: 0}}
