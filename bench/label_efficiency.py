@@ -495,6 +495,54 @@ def run(
     return _report(rows, ceilings, diagnosis, preset, preset_name, out, footer, extra)
 
 
+_RUN_FOLDER = re.compile(r"^(image|superpixel)-(.+)-s(\d+)$")
+
+
+def report_from_work(
+    preset_name: str, work: Path, out: Path, *, ceilings_from: Path, command: str | None = None
+) -> str:
+    """The report of the runs that finished in ``work`` (a run's ``bench.log`` is written
+    once its last round is done), with the ceilings of ``ceilings_from``: a benchmark
+    stopped part-way (a session's end, a machine taken back) keeps the runs it finished.
+    The rows are each run's ``metrics.csv``, the diagnosis is read as ``run`` reads it."""
+    import csv as csv_mod
+
+    from alseg_core.pipeline.run import run_layout
+
+    preset = dict(PRESETS[preset_name])
+    jobs, rows, diagnoses = [], [], []
+    for folder in sorted((work / "runs").iterdir()):
+        m = _RUN_FOLDER.match(folder.name)
+        if not m or not (folder / "bench.log").exists():
+            continue  # the ceilings' folders, runs still going or stopped
+        unit, name, seed = m.group(1), m.group(2), int(m.group(3))
+        real, extra = _variant(name)
+        cfg = _config(preset, work, unit=unit, strategy=real, seed=seed, extra=extra, name=name)
+        text = (folder / "metrics.csv").read_text()
+        rows += [{"strategy": name, "unit": unit, "seed": seed, **r}
+                 for r in csv_mod.DictReader(io.StringIO(text))]  # fmt: skip
+        log = (folder / "bench.log").read_text().splitlines()
+        rising = still_rising(log, cfg.al.plateau_chunks, cfg.al.plateau_tol)
+        diagnoses.append(_diagnose(run_layout(cfg), cfg.al.rounds, cfg.al.budget_per_round,
+                                   rising))  # fmt: skip
+        jobs.append((preset, str(work), unit, name, seed))
+    if not jobs:
+        raise ValueError(f"{work}/runs: no finished run (a run's bench.log marks it done)")
+    preset["seeds"] = sorted({j[4] for j in jobs})
+    ceilings = _reused_ceilings(ceilings_from, preset)
+    _write_csv(rows, out)
+    command = command or (f".venv/bin/python bench/label_efficiency.py --preset {preset_name} "
+                          f"--from-work {work} --ceilings-from {ceilings_from}")  # fmt: skip
+    footer = (
+        f"\nReported from the {len(jobs)} runs that finished in {work} (`--from-work`); "
+        f"ceilings from `{ceilings_from}`.\nMachine: {describe()}. Code: {_commit()}.\n"
+        f"Command: `{command}`\n"
+    )
+    extra = {"machine": describe(), "code": _commit(), "ceilings_from": str(ceilings_from)}
+    diagnosis = _mean_diagnosis(jobs, diagnoses)
+    return _report(rows, ceilings, diagnosis, preset, preset_name, out, footer, extra)
+
+
 #: Preset keys that say which runs a result holds, not how each run was made.
 RUN_KEYS = ("seeds", "jobs", "strategies", "units", "runs", "extra_runs")
 
@@ -700,7 +748,20 @@ def main() -> None:
         help="reuse the ceilings of this earlier result of the same settings and seeds "
         "(path without suffix) instead of training them again",
     )
+    parser.add_argument(
+        "--from-work",
+        type=Path,
+        help="no runs: the report of the runs that finished in this --work folder (a "
+        "benchmark stopped part-way), with the ceilings of --ceilings-from",
+    )
     args = parser.parse_args()
+    if args.from_work:
+        if not args.ceilings_from:
+            parser.error("--from-work needs --ceilings-from (the ceilings are not rerun)")
+        command = " ".join([".venv/bin/python bench/label_efficiency.py", *sys.argv[1:]])
+        report_from_work(args.preset, args.from_work, Path(args.out),
+                         ceilings_from=args.ceilings_from, command=command)  # fmt: skip
+        return
     if args.merge:
         merge(args.merge, Path(args.out), args.preset)
         return

@@ -79,6 +79,21 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
     assert "true cost spent per round (budget 60)" in md
     log = (tmp_path / "work" / "runs" / "superpixel-mc_variance-s0" / "bench.log").read_text()
     assert "round 2: trained" in log and "val mIoU by chunk" in log
+
+    # The report of a stopped benchmark from its work folder: the finished runs (those
+    # with a bench.log) give the same rows and diagnosis as the run's own report.
+    again = tmp_path / "results" / "again"
+    bench.report_from_work("tiny", tmp_path / "work", again, ceilings_from=out)
+    lines = lambda p: sorted(p.with_suffix(".csv").read_text().splitlines())  # noqa: E731
+    assert lines(again) == lines(out)
+    assert json.loads(again.with_suffix(".json").read_text())["diagnosis"] == saved["diagnosis"]
+    (tmp_path / "work" / "runs" / "superpixel-mc_variance-s1" / "bench.log").unlink()
+    bench.report_from_work("tiny", tmp_path / "work", again, ceilings_from=out)
+    left = {
+        (r["strategy"], r["unit"], r["seed"])
+        for r in csv.DictReader(open(again.with_suffix(".csv")))
+    }
+    assert ("mc_variance", "superpixel", "1") not in left and len(left) == expected_runs - 1
     # Round 0 is trained once per seed (the 3 strategies x 2 units of a seed share it) and
     # copied into each run: the same files as a run that trains its own seed round.
     assert "round 0: trained" in log and "(shared seed round)" in log
