@@ -148,8 +148,10 @@ PRESETS["quick_lr10"] = {**PRESETS["quick"], "train": {"lr": 0.01}}
 # 16 times, and converged_sets_quick_s0.md found the superpixel sets the most
 # step-limited (+0.053 mIoU trained like the ceiling, against +0.019 for image random).
 # 16 epochs is what image rounds got at ~100 images. Superpixel runs train ~2.5x the
-# steps of ``quick``'s (~18 min a run two at a time, image runs ~12): the headline four
-# runs and ``mc_variance_plus`` (ceilings: ``--ceilings-from`` quick).
+# steps of ``quick``'s: measured two at a time on the 2-core Xeon (f72871a, seed 0), an
+# image run 706 s, a superpixel run 1262-1370 s; ~3 h for 3 seeds. The headline four
+# runs and ``mc_variance_plus`` (ceilings: ``--ceilings-from`` quick, which they do
+# not depend on). Results: bench/results/label_efficiency_quick_epochs.md (seeds 0-1).
 PRESETS["quick_epochs"] = {
     **PRESETS["quick"],
     "al": {**PRESETS["quick"]["al"], "train_epochs": 16},
@@ -499,12 +501,19 @@ _RUN_FOLDER = re.compile(r"^(image|superpixel)-(.+)-s(\d+)$")
 
 
 def report_from_work(
-    preset_name: str, work: Path, out: Path, *, ceilings_from: Path, command: str | None = None
+    preset_name: str,
+    work: Path,
+    out: Path,
+    *,
+    ceilings_from: Path,
+    seeds: list[int] | None = None,
+    command: str | None = None,
 ) -> str:
     """The report of the runs that finished in ``work`` (a run's ``bench.log`` is written
     once its last round is done), with the ceilings of ``ceilings_from``: a benchmark
     stopped part-way (a session's end, a machine taken back) keeps the runs it finished.
-    The rows are each run's ``metrics.csv``, the diagnosis is read as ``run`` reads it."""
+    The rows are each run's ``metrics.csv``, the diagnosis is read as ``run`` reads it.
+    ``seeds``: only the runs of these seeds."""
     import csv as csv_mod
 
     from alseg_core.pipeline.run import run_layout
@@ -516,6 +525,8 @@ def report_from_work(
         if not m or not (folder / "bench.log").exists():
             continue  # the ceilings' folders, runs still going or stopped
         unit, name, seed = m.group(1), m.group(2), int(m.group(3))
+        if seeds and seed not in seeds:
+            continue
         real, extra = _variant(name)
         cfg = _config(preset, work, unit=unit, strategy=real, seed=seed, extra=extra, name=name)
         text = (folder / "metrics.csv").read_text()
@@ -759,7 +770,7 @@ def main() -> None:
         if not args.ceilings_from:
             parser.error("--from-work needs --ceilings-from (the ceilings are not rerun)")
         command = " ".join([".venv/bin/python bench/label_efficiency.py", *sys.argv[1:]])
-        report_from_work(args.preset, args.from_work, Path(args.out),
+        report_from_work(args.preset, args.from_work, Path(args.out), seeds=args.seeds,
                          ceilings_from=args.ceilings_from, command=command)  # fmt: skip
         return
     if args.merge:
