@@ -116,7 +116,7 @@ class ALConfig:
     # and at least this many epochs over the round's labelled images (0: steps alone)
     train_epochs: int = 0
     finetune: bool = True  # start each round from the previous round's weights
-    # Then up to plateau_chunks more chunks of train_steps until one gains < plateau_tol.
+    # Then up to plateau_chunks more chunks as long as the first until one gains < plateau_tol.
     plateau_chunks: int = 0
     plateau_tol: float = 0.005
     # Seed round: random images (initial_images), or seed_budget random superpixels.

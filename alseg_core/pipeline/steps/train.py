@@ -50,10 +50,11 @@ def round_schedule(
 class Plateau:
     """Train each round until val mIoU stops improving (al.plateau_chunks, al.plateau_tol).
 
-    After the round's ``train_steps`` steps, up to ``chunks`` more chunks of as many steps
-    run, each from the previous chunk's weights (poly learning rate restarted); the round
-    stops at the first chunk that gains less than ``tol`` mIoU on the validation split
-    and keeps the best checkpoint. The same rule for every strategy, so a curve is not
+    After the round's first chunk (``train_steps`` steps, at least ``train_epochs``
+    epochs), up to ``chunks`` more chunks as long run, each from the previous chunk's
+    weights (poly learning rate restarted); the round stops at the first chunk that
+    gains less than ``tol`` mIoU on the validation split and keeps the best checkpoint.
+    The same rule for every strategy, so a curve is not
     limited by the optimiser steps its strategy happened to be given.
     """
 
