@@ -17,7 +17,7 @@ and ``<out>.md`` (mIoU at 10/25/50 % of full cost as % of the ceiling, the cost 
 to reach 95 % of it, and whether superpixel MC variance beats random at every round by
 more than one std).
 
-    .venv/bin/python bench/label_efficiency.py --preset quick   # < 60 min on 2 CPU cores
+    .venv/bin/python bench/label_efficiency.py --preset quick   # ~90 min on 2 cores (target < 60)
     .venv/bin/python bench/label_efficiency.py --preset full    # GPU: DRN-D-22, 10 rounds
 """
 
