@@ -217,13 +217,17 @@ def still_rising(log: list[str], chunks: int, tol: float) -> float | None:
     return sum(capped) / len(capped)
 
 
-def _diagnose(layout, rounds: int, budget: int, rising: float | None) -> dict:
-    """What the run's budget bought: true cost per unit and labelled pixels per cost unit
-    over the acquisition rounds, the true cost each round spent (against ``budget``),
-    the share of trainings still rising at the plateau cap and the per-class IoU of the
-    last round's model."""
+def _diagnose(cfg, log: list[str]) -> dict:
+    """What a finished run's budget bought: true cost per unit and labelled pixels per
+    cost unit over the acquisition rounds, the true cost each round spent (against
+    ``al.budget_per_round``), the share of trainings still rising at the plateau cap (from
+    the run's step lines ``log``) and the per-class IoU of the last round's model."""
     from alseg_core import storage
     from alseg_core.labels import load_state, read_mask
+    from alseg_core.pipeline.run import run_layout
+
+    layout, rounds, budget = run_layout(cfg), cfg.al.rounds, cfg.al.budget_per_round
+    rising = still_rising(log, cfg.al.plateau_chunks, cfg.al.plateau_tol)
 
     def labelled_pixels(k: int) -> int:
         root = layout.labelled(k)
@@ -320,8 +324,7 @@ def _one_run(job: tuple) -> tuple[list[dict], dict]:
     # The run's step lines, kept beside it (what trained how long, what was selected).
     Path(layout.base, "bench.log").write_text("\n".join(said) + "\n")
     _prune_checkpoints(layout, cfg.al.rounds)
-    rising = still_rising(said, cfg.al.plateau_chunks, cfg.al.plateau_tol)
-    return rows, _diagnose(layout, cfg.al.rounds, cfg.al.budget_per_round, rising)
+    return rows, _diagnose(cfg, said)
 
 
 def _prune_checkpoints(layout, rounds: int) -> None:
@@ -514,10 +517,6 @@ def report_from_work(
     stopped part-way (a session's end, a machine taken back) keeps the runs it finished.
     The rows are each run's ``metrics.csv``, the diagnosis is read as ``run`` reads it.
     ``seeds``: only the runs of these seeds."""
-    import csv as csv_mod
-
-    from alseg_core.pipeline.run import run_layout
-
     preset = dict(PRESETS[preset_name])
     jobs, rows, diagnoses = [], [], []
     for folder in sorted((work / "runs").iterdir()):
@@ -531,11 +530,8 @@ def report_from_work(
         cfg = _config(preset, work, unit=unit, strategy=real, seed=seed, extra=extra, name=name)
         text = (folder / "metrics.csv").read_text()
         rows += [{"strategy": name, "unit": unit, "seed": seed, **r}
-                 for r in csv_mod.DictReader(io.StringIO(text))]  # fmt: skip
-        log = (folder / "bench.log").read_text().splitlines()
-        rising = still_rising(log, cfg.al.plateau_chunks, cfg.al.plateau_tol)
-        diagnoses.append(_diagnose(run_layout(cfg), cfg.al.rounds, cfg.al.budget_per_round,
-                                   rising))  # fmt: skip
+                 for r in csv.DictReader(io.StringIO(text))]  # fmt: skip
+        diagnoses.append(_diagnose(cfg, (folder / "bench.log").read_text().splitlines()))
         jobs.append((preset, str(work), unit, name, seed))
     if not jobs:
         raise ValueError(f"{work}/runs: no finished run (a run's bench.log marks it done)")
