@@ -335,6 +335,11 @@ def _prune_checkpoints(layout, rounds: int) -> None:
         Path(layout.model(k)).unlink(missing_ok=True)
 
 
+def ceiling_patience(preset: dict) -> int:
+    """Flat chunks in a row before the ceiling stops (1 where a preset does not say)."""
+    return preset.get("ceiling_patience", 1)
+
+
 def train_to_plateau(
     fit: Callable[[str, int, str | None], float], folder: Path, first: int, chunk: int,
     preset: dict,
@@ -355,7 +360,7 @@ def train_to_plateau(
         curve.append(fit(nxt, chunk, ckpt))
         ckpt = nxt
         flat = flat + 1 if curve[-1] - max(curve[:-1]) < preset["ceiling_tol"] else 0
-        if flat >= preset.get("ceiling_patience", 1):
+        if flat >= ceiling_patience(preset):
             break
     return curve
 
@@ -597,7 +602,7 @@ def _write_csv(rows: list[dict], out: Path) -> None:
 
 
 def _patience(preset: dict) -> str:
-    n = preset.get("ceiling_patience", 1)
+    n = ceiling_patience(preset)
     return "a chunk gains" if n == 1 else f"{n} chunks in a row each gain"
 
 
