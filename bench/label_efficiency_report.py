@@ -244,7 +244,9 @@ def _diagnosis(diagnosis: dict) -> list[str]:
 
 
 def compare(rows: list[dict], reference: Path, preset_name: str, seconds: float) -> str:
-    """Markdown: this run's rows against the same (strategy, unit, seed, round) in ``reference``."""
+    """Markdown: this run's rows against the same (strategy, unit, seed, round) in
+    ``reference``; where both runs recorded the weights' digest, whether each round
+    trained the same weights (the first that did not is where the runs part)."""
     with open(reference, newline="") as f:
         ref = list(csv.DictReader(f))
     key = lambda r: (r["strategy"], r["unit"], int(r["seed"]), int(r["round"]))  # noqa: E731
@@ -258,10 +260,10 @@ def compare(rows: list[dict], reference: Path, preset_name: str, seconds: float)
         f"This run against `{reference.name}`: same strategy, unit, seed and round.",
         "",
         "| strategy | unit | seed | round | cost then | cost now | mIoU then | mIoU now "
-        "| difference | std over seeds then |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| difference | std over seeds then | same weights |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    diffs, within = [], []
+    diffs, within, same = [], [], []
     for r in rows:
         k = key(r)
         if k not in old:
@@ -270,16 +272,26 @@ def compare(rows: list[dict], reference: Path, preset_name: str, seconds: float)
         sd = float(np.std(spread[(k[0], k[1], k[3])]))
         diffs.append(abs(now - then))
         within.append(abs(now - then) <= sd + 1e-9)
+        was, now_w = old[k].get("weights") or "", r.get("weights") or ""
+        weights = "-" if not (was and now_w) else "yes" if was == now_w else "no"
+        if weights != "-":
+            same.append(weights == "yes")
         lines.append(
             f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {old[k]['labelled_cost']} | "
-            f"{r['labelled_cost']} | {then:.4f} | {now:.4f} | {now - then:+.4f} | {sd:.4f} |"
+            f"{r['labelled_cost']} | {then:.4f} | {now:.4f} | {now - then:+.4f} | {sd:.4f} "
+            f"| {weights} |"
         )
     if not diffs:
         raise SystemExit(f"{reference}: no rows in common with this run")
+    weights_line = (
+        f"Same weights (sha256 of the round's model): {sum(same)}/{len(same)}."
+        if same else "Same weights: not recorded in the earlier run ('-')."
+    )  # fmt: skip
     lines += [
         "",
         f"Rows compared: {len(diffs)}; largest |difference| in mIoU: {max(diffs):.4f}; "
         f"within the earlier run's std over seeds: {sum(within)}/{len(within)}.",
+        weights_line,
         f"Wall time: {seconds / 60:.1f} min.",
     ]
     return "\n".join(lines) + "\n"

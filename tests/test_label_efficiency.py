@@ -42,6 +42,10 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
         for r in run_rows:
             assert 0.0 < float(r["pct_full_cost"]) <= 100.0
             assert 0.0 <= float(r["mIoU"]) <= 1.0
+            assert len(r["weights"]) == 12 and int(r["weights"], 16) >= 0
+        # each round trains on: its weights differ from the round before
+        weights = [r["weights"] for r in run_rows]
+        assert all(a != b for a, b in zip(weights, weights[1:], strict=False)), key
     # the seed round is the same random images for every strategy and unit of a seed
     for seed in map(str, preset["seeds"]):
         seed_costs = {r["labelled_cost"] for r in rows if r["seed"] == seed and r["round"] == "0"}
@@ -168,6 +172,11 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
     n_rows = preset["al"]["rounds"] + 1
     assert f"Rows compared: {n_rows}; largest |difference| in mIoU: 0.0000" in report
     assert f"within the earlier run's std over seeds: {n_rows}/{n_rows}" in report
+    # and the same weights, round by round (mIoU to 4 digits could hide a difference)
+    assert f"Same weights (sha256 of the round's model): {n_rows}/{n_rows}." in report
+    # its own rows are written beside the report (a later check can compare with them)
+    rerun_rows = lines(check)[:-1]  # the header sorts last ("strategy" > "mc_...")
+    assert rerun_rows == [r for r in lines(out) if r.startswith("mc_variance,superpixel,1,")]
 
 
 def _part(path: Path, seeds: list[int], mious: dict, pixels_per_cost: float, ceiling: float,
