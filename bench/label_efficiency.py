@@ -18,9 +18,9 @@ and ``<out>.md`` (mIoU at 10/25/50 % of full cost as % of the ceiling, the cost 
 to reach 95 % of it, and whether superpixel MC variance beats random at every round by
 more than one std).
 
-    # ~3 h on 2 cores (target < 60 min); the ceilings of the 200-step rule's run serve:
+    # ~3 h on 2 cores (target < 60 min); the ceilings alone: --ceilings-only (~1 h)
     .venv/bin/python bench/label_efficiency.py --preset quick \
-        --ceilings-from bench/results/label_efficiency_quick_steps
+        --ceilings-from bench/results/label_efficiency_quick_ceilings
     .venv/bin/python bench/label_efficiency.py --preset full    # GPU: DRN-D-22, 10 rounds
 """
 
@@ -44,7 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _machine import commit, describe  # noqa: E402
-from label_efficiency_report import compare, summarise  # noqa: E402
+from label_efficiency_report import ceiling_line, compare, summarise  # noqa: E402
 
 #: Runs named ``<strategy>+<variant>``: the strategy with these ``al`` settings. The
 #: superpixel seed spends about what the 20 random seed images cost (≈35 each at 64x128).
@@ -153,8 +153,10 @@ PRESETS["quick_lr10"] = {**PRESETS["quick_steps"], "train": {"lr": 0.01}}
 # images 16 times, and converged_sets_quick_s0.md found the superpixel sets the most
 # step-limited (+0.053 mIoU trained like the ceiling, against +0.019 for image random).
 # 16 epochs is what image rounds got at ~100 images. The headline four runs and
-# ``mc_variance_plus``; the ceilings are ``quick_steps``' (they do not depend on the
-# rule, ``NOT_IN_CEILING``: ``--ceilings-from bench/results/label_efficiency_quick_steps``).
+# ``mc_variance_plus``. The ceiling is ``quick_steps``' schedule (the rule is
+# ``NOT_IN_CEILING``) with two flat chunks of patience, trained alone by
+# ``--ceilings-only`` (bench/results/label_efficiency_quick_ceilings), which
+# ``--merge ... --ceilings-from`` joins to the runs' parts.
 # Superpixel runs train ~2.5x the steps of ``quick_steps``': measured two at a time on
 # the 2-core Xeon (f72871a, seed 0), an image run 706 s, a superpixel run 1262-1370 s;
 # ~3 h for 3 seeds (target < 60 min: not met). ``quick_epochs`` is its name until
@@ -163,6 +165,9 @@ PRESETS["quick"] = {
     **PRESETS["quick_steps"],
     "al": {**PRESETS["quick_steps"]["al"], "train_epochs": 16},
     "runs": PRESETS["quick_steps"]["runs"][:5],
+    # Two flat chunks in a row end the ceiling: with one, seed 2's stopped at 0.357
+    # (0.353 -> 0.357) where seeds 0-1 went on to 0.381-0.390.
+    "ceiling_patience": 2,
 }
 PRESETS["quick_epochs"] = PRESETS["quick"]
 # Every refinement on its own, superpixel unit, in the ``standard`` setting: run with
@@ -453,6 +458,7 @@ def run(
     check: Path | None = None,
     ceilings_from: Path | None = None,
     command: str | None = None,
+    ceilings_only: bool = False,
 ) -> str:
     """Run the preset (or the subset ``only`` names) from scratch in ``work``.
 
@@ -463,7 +469,8 @@ def run(
     ``ceilings_from``: an earlier result (``<part>.json``) of the same settings and
     seeds whose ceilings are reused instead of trained again (strategies added later
     run in a fraction of the time; ``--merge`` then joins the parts). ``command``: the
-    command line, for the report (default: the preset's).
+    command line, for the report (default: the preset's). ``ceilings_only``: train the
+    seeds' ceilings alone (``<out>.{md,json}``, for ``--ceilings-from``).
     """
     from alseg_core.active.strategies import get_strategy
     from alseg_core.datasets.synthetic import SyntheticSpec, make_synthetic
@@ -486,6 +493,15 @@ def run(
     RoundEngine(replace_workers(base), RoundLayout(str(work / "prepare"))).superpixels()
     print(f"label efficiency, preset {preset_name}: data and superpixels ready "
           f"[{time.perf_counter() - start:.0f}s]", flush=True)  # fmt: skip
+    command = command or f".venv/bin/python bench/label_efficiency.py --preset {preset_name}"
+    if ceilings_only:
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(max_workers=preset["jobs"], mp_context=ctx) as pool:
+            ceilings = list(pool.map(_ceiling, [(preset, str(work), s) for s in preset["seeds"]]))
+        minutes = (time.perf_counter() - start) / 60
+        footer = (f"\nMachine: {describe()}. Wall time: {minutes:.1f} min. Code: {_commit()}.\n"
+                  f"Command: `{command}`\n")  # fmt: skip
+        return _ceilings_report(ceilings, preset, preset_name, out, footer)
     runs = preset.get("runs") or [
         (unit, strategy) for unit in preset["units"] for strategy in preset["strategies"]
         if unit in get_strategy(_variant(strategy)[0]).units
@@ -526,7 +542,6 @@ def run(
         return md
     _write_csv(rows, out)
     minutes = (time.perf_counter() - start) / 60
-    command = command or f".venv/bin/python bench/label_efficiency.py --preset {preset_name}"
     footer = (
         f"\nMachine: {describe()}. Wall time: {minutes:.1f} min. Code: {_commit()}.\n"
         f"Command: `{command}`\n"
@@ -596,10 +611,19 @@ def report_from_work(
 RUN_KEYS = ("seeds", "jobs", "strategies", "units", "runs", "extra_runs")
 
 
+#: Preset keys of the ceiling's schedule only: the AL runs do not read them.
+CEILING_KEYS = ("ceiling_chunk", "ceiling_tol", "ceiling_max_chunks", "ceiling_patience")
+
+
 def _settings(preset: dict) -> str:
     """The settings two results must share to be compared or merged, as JSON."""
     same = {k: v for k, v in preset.items() if k not in RUN_KEYS}
     return json.dumps(same, sort_keys=True, default=str)
+
+
+def _run_settings(preset: dict) -> str:
+    """The settings the AL runs depend on (the ceiling's schedule left out), as JSON."""
+    return _settings({k: v for k, v in preset.items() if k not in CEILING_KEYS})
 
 
 #: ``al`` settings full supervision does not read: results that differ only in these
@@ -643,15 +667,9 @@ def _patience(preset: dict) -> str:
     return "a chunk gains" if n == 1 else f"{n} chunks in a row each gain"
 
 
-def _report(
-    rows: list[dict], ceilings: list[dict], diagnosis: dict, preset: dict, preset_name: str,
-    out: Path, footer: str, extra: dict,
-) -> str:  # fmt: skip
-    """Write <out>.{md,png,json} (the CSV is the caller's); returns the markdown."""
-    seeds = sorted({int(r["seed"]) for r in rows})
-    plural = "s" if len(seeds) != 1 else ""
-    title = f"preset {preset_name}, {preset['model']['name']}, {len(seeds)} seed{plural}"
-    ceiling = {
+def _ceiling_summary(ceilings: list[dict], preset: dict) -> dict:
+    """The seeds' ceilings as ``summarise`` and ``ceiling_line`` take them."""
+    return {
         "converged": [c["converged"] for c in ceilings],
         "equal_steps": [c["equal_steps"] for c in ceilings],
         "curves": [{"seed": c["seed"], "curve": c["curve"]} for c in ceilings],
@@ -661,7 +679,34 @@ def _report(
             f"{preset['ceiling_tol']} mIoU (at most {preset['ceiling_max_chunks']})"
         ),
     }
-    md = summarise(rows, ceiling, diagnosis, out, title) + footer
+
+
+def _ceilings_report(ceilings: list[dict], preset: dict, preset_name: str, out: Path,
+                     footer: str) -> str:  # fmt: skip
+    """Write <out>.{md,json} of a ``--ceilings-only`` run (``--ceilings-from`` reads the
+    json as it reads a full result's); returns the markdown."""
+    seeds = [int(c["seed"]) for c in ceilings]
+    md = (f"# Ceilings (preset {preset_name}, {preset['model']['name']}, {len(seeds)} "
+          f"seed{'s' if len(seeds) != 1 else ''})\n\n"
+          + ceiling_line(_ceiling_summary(ceilings, preset)) + "\n" + footer)  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(md)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"ceilings": ceilings, "preset": {**preset, "seeds": seeds},
+         "machine": describe(), "code": _commit()}, indent=1, default=str) + "\n")  # fmt: skip
+    print(md)
+    return md
+
+
+def _report(
+    rows: list[dict], ceilings: list[dict], diagnosis: dict, preset: dict, preset_name: str,
+    out: Path, footer: str, extra: dict,
+) -> str:  # fmt: skip
+    """Write <out>.{md,png,json} (the CSV is the caller's); returns the markdown."""
+    seeds = sorted({int(r["seed"]) for r in rows})
+    plural = "s" if len(seeds) != 1 else ""
+    title = f"preset {preset_name}, {preset['model']['name']}, {len(seeds)} seed{plural}"
+    md = summarise(rows, _ceiling_summary(ceilings, preset), diagnosis, out, title) + footer
     out.with_suffix(".md").write_text(md)
     out.with_suffix(".json").write_text(json.dumps(
         {"ceilings": ceilings, "diagnosis": {f"{u}/{st}": d for (u, st), d in diagnosis.items()},
@@ -672,21 +717,29 @@ def _report(
     return md
 
 
-def merge(parts: list[Path], out: Path, preset_name: str) -> str:
+def merge(parts: list[Path], out: Path, preset_name: str, ceilings_from: Path | None = None) -> str:
     """One report from earlier results of the same preset (each ``<part>.csv`` and
     ``<part>.json`` as ``run`` wrote them): other seeds, or other strategies on the same
     seeds, in pieces that each fit a session, or several machines. Refused when the
     runs' settings differ (other than which runs they hold), two parts hold the same run
-    (unit, strategy, seed) or give a seed different ceilings."""
+    (unit, strategy, seed) or give a seed different ceilings.
+
+    ``ceilings_from``: the ceilings come from this result instead (e.g. a
+    ``--ceilings-only`` run of ``preset_name`` with more patience); the parts' runs must
+    then have ``preset_name``'s settings apart from the ceiling's (``CEILING_KEYS``)."""
     rows: list[dict] = []
     ceilings: dict[int, dict] = {}
     weighted: dict[tuple[str, str], list[tuple[int, dict]]] = {}
     settings, codes, machines = None, [], []
+    same = _run_settings if ceilings_from else _settings
+    if ceilings_from:
+        settings = dict(PRESETS[preset_name])
     for part in parts:
         meta = json.loads(part.with_suffix(".json").read_text())
         these = list(csv.DictReader(io.StringIO(part.with_suffix(".csv").read_text())))
-        if settings is not None and _settings(meta["preset"]) != _settings(settings):
-            raise ValueError(f"{part}: run with other settings than {parts[0]}; not merged")
+        if settings is not None and same(meta["preset"]) != same(settings):
+            first = f"preset {preset_name}" if ceilings_from else parts[0]
+            raise ValueError(f"{part}: run with other settings than {first}; not merged")
         settings = settings or meta["preset"]
 
         def runs(rs: list[dict]) -> set[tuple]:
@@ -696,7 +749,7 @@ def merge(parts: list[Path], out: Path, preset_name: str) -> str:
         if overlap:
             raise ValueError(f"{part}: run(s) {sorted(overlap)} already in an earlier part")
         rows += these
-        for c in meta["ceilings"]:
+        for c in [] if ceilings_from else meta["ceilings"]:
             if ceilings.setdefault(int(c["seed"]), c) != c:
                 raise ValueError(f"{part}: another ceiling for seed {c['seed']} than before")
         for key, d in meta["diagnosis"].items():
@@ -712,13 +765,22 @@ def merge(parts: list[Path], out: Path, preset_name: str) -> str:
     settings.pop("runs", None)
     settings.pop("extra_runs", None)
     diagnosis = {key: _weighted_diagnosis(items) for key, items in weighted.items()}
+    if ceilings_from:
+        seeds = sorted({int(r["seed"]) for r in rows})
+        for c in _reused_ceilings(ceilings_from, {**settings, "seeds": seeds}):
+            ceilings[int(c["seed"])] = c
     _write_csv(rows, out)
     footer = ("\nMerged from " + ", ".join(str(p) for p in parts) + " (code: "
               + "; ".join(codes) + "). Machines: " + "; ".join(sorted(set(machines))) + ".\n"
               f"Command: `.venv/bin/python bench/label_efficiency.py --preset {preset_name} "
-              "--merge " + " ".join(str(p) for p in parts) + f" --out {out}`\n")  # fmt: skip
+              "--merge " + " ".join(str(p) for p in parts)
+              + (f" --ceilings-from {ceilings_from}" if ceilings_from else "")
+              + f" --out {out}`\n")  # fmt: skip
     extra = {"machine": sorted(set(machines)), "code": codes,
              "merged_from": [str(p) for p in parts]}  # fmt: skip
+    if ceilings_from:
+        footer += f"Ceilings from `{ceilings_from}` (`--ceilings-from`).\n"
+        extra["ceilings_from"] = str(ceilings_from)
     by_seed = [ceilings[s] for s in sorted(ceilings)]
     return _report(rows, by_seed, diagnosis, settings, preset_name, out, footer, extra)
 
@@ -798,6 +860,11 @@ def main() -> None:
         "(path without suffix) instead of training them again",
     )
     parser.add_argument(
+        "--ceilings-only",
+        action="store_true",
+        help="train the seeds' ceilings alone: <out>.md and <out>.json, for --ceilings-from",
+    )
+    parser.add_argument(
         "--from-work",
         type=Path,
         help="no runs: the report of the runs that finished in this --work folder (a "
@@ -812,12 +879,13 @@ def main() -> None:
                          ceilings_from=args.ceilings_from, command=command)  # fmt: skip
         return
     if args.merge:
-        merge(args.merge, Path(args.out), args.preset)
+        merge(args.merge, Path(args.out), args.preset, ceilings_from=args.ceilings_from)
         return
     only = {"seeds": args.seeds, "strategies": args.strategies, "units": args.units}
     command = " ".join([".venv/bin/python bench/label_efficiency.py", *sys.argv[1:]])
     run(args.preset, Path(args.out), Path(args.work), jobs=args.jobs, only=only,
-        check=args.check, ceilings_from=args.ceilings_from, command=command)  # fmt: skip
+        check=args.check, ceilings_from=args.ceilings_from, command=command,
+        ceilings_only=args.ceilings_only)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -78,6 +78,24 @@ def _fmt(v: float | None, missing: str = "-") -> str:
     return missing if v is None else f"{v:.1f}%"
 
 
+def ceiling_line(ceiling: dict) -> str:
+    """The ceiling's paragraph: its mIoU (mean and per seed), the equal-steps figure, the
+    schedule and each seed's val curve. ``ceiling`` as :func:`summarise` takes it."""
+    full = float(np.mean(ceiling["converged"]))
+    equal = float(np.mean(ceiling["equal_steps"]))
+    return (
+        f"Ceiling: full supervision trained to a plateau, mIoU {full:.4f} (seeds: "
+        + ", ".join(f"{v:.4f}" for v in ceiling["converged"])
+        + f"); with as many optimiser steps as one AL run: {equal:.4f}. "
+        f"Schedule and val curve: {ceiling['schedule']}; "
+        + "; ".join(
+            "seed " + str(c["seed"]) + ": " + " → ".join(f"{m:.3f}" for _, m in c["curve"])
+            for c in ceiling["curves"]
+        )
+        + "."
+    )
+
+
 def summarise(rows: list[dict], ceiling: dict, diagnosis: dict, out: Path, title: str) -> str:
     """Write <out>.png and <out>.md; returns the markdown.
 
@@ -88,7 +106,6 @@ def summarise(rows: list[dict], ceiling: dict, diagnosis: dict, out: Path, title
     from alseg_core.plots import learning_curve
 
     full = float(np.mean(ceiling["converged"]))
-    equal = float(np.mean(ceiling["equal_steps"]))
     stats = curves(rows)
     learning_curve(
         {f"{u} / {s}": list(zip(xs.tolist(), ys.tolist(), strict=True))
@@ -101,15 +118,7 @@ def summarise(rows: list[dict], ceiling: dict, diagnosis: dict, out: Path, title
     lines = [
         f"# Label efficiency ({title})",
         "",
-        f"Ceiling: full supervision trained to a plateau, mIoU {full:.4f} (seeds: "
-        + ", ".join(f"{v:.4f}" for v in ceiling["converged"])
-        + f"); with as many optimiser steps as one AL run: {equal:.4f}. "
-        f"Schedule and val curve: {ceiling['schedule']}; "
-        + "; ".join(
-            "seed " + str(c["seed"]) + ": " + " → ".join(f"{m:.3f}" for _, m in c["curve"])
-            for c in ceiling["curves"]
-        )
-        + ".",
+        ceiling_line(ceiling),
         "",
         "Values: % of the converged ceiling, mean over seeds, interpolated between rounds "
         "('-' = outside the costs the run covered).",
