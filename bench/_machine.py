@@ -24,6 +24,9 @@ def describe() -> str:
     try:
         import torch
 
+        # The vector ISA torch's CPU kernels use (e.g. AVX2, AVX512): float results, and so
+        # a --check's exact match, hold only between machines with the same.
+        cpu += f" (torch CPU kernels: {torch.backends.cpu.get_cpu_capability()})"
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name(0)
     except ImportError:

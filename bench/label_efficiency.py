@@ -857,7 +857,8 @@ def main() -> None:
         "--ceilings-from",
         type=Path,
         help="reuse the ceilings of this earlier result of the same settings and seeds "
-        "(path without suffix) instead of training them again",
+        "(path without suffix) instead of training them again; with --merge, the "
+        "merged report's ceilings (e.g. a --ceilings-only result)",
     )
     parser.add_argument(
         "--ceilings-only",
