@@ -534,7 +534,7 @@ def run(
     diagnosis = _mean_diagnosis(jobs_list, [d for _, d in results])
     if check is not None:
         md = compare(rows, check, preset_name, time.perf_counter() - start)
-        md += f"Machine: {describe()}. Code: {_commit()}.\n"
+        md += f"Machine: {describe()}. Code: {_commit()}.\nCommand: `{command}`\n"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text(md)
         _write_csv(rows, out)  # this run's rows, weights included: a check of the check
