@@ -11,8 +11,8 @@ chunk's weights, until a chunk gains < ``ceiling_tol`` mIoU (``ceiling_patience`
 in a row) or ``ceiling_max_chunks`` ran (``label_efficiency.train_to_plateau``). It
 prints the round's own mIoU, the converged one and both as % of the ceiling.
 
-    .venv/bin/python bench/converged_sets.py --work /tmp/wQ \\
-        --ceilings bench/results/label_efficiency.json \\
+    .venv/bin/python bench/converged_sets.py --preset quick_steps --work /tmp/wQ \\
+        --ceilings bench/results/label_efficiency_quick_steps.json \\
         --runs image-mc_variance superpixel-mc_variance --seeds 0 --rounds 1 2
 """
 
