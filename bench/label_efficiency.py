@@ -498,10 +498,7 @@ def run(
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max_workers=preset["jobs"], mp_context=ctx) as pool:
             ceilings = list(pool.map(_ceiling, [(preset, str(work), s) for s in preset["seeds"]]))
-        minutes = (time.perf_counter() - start) / 60
-        footer = (f"\nMachine: {describe()}. Wall time: {minutes:.1f} min. Code: {_commit()}.\n"
-                  f"Command: `{command}`\n")  # fmt: skip
-        return _ceilings_report(ceilings, preset, preset_name, out, footer)
+        return _ceilings_report(ceilings, preset, preset_name, out, _footer(start, command))
     runs = preset.get("runs") or [
         (unit, strategy) for unit in preset["units"] for strategy in preset["strategies"]
         if unit in get_strategy(_variant(strategy)[0]).units
@@ -541,16 +538,20 @@ def run(
         print(md)
         return md
     _write_csv(rows, out)
-    minutes = (time.perf_counter() - start) / 60
-    footer = (
-        f"\nMachine: {describe()}. Wall time: {minutes:.1f} min. Code: {_commit()}.\n"
-        f"Command: `{command}`\n"
-    )
+    footer = _footer(start, command)
     extra = {"machine": describe(), "code": _commit()}
     if ceilings_from:
         footer += f"Ceilings reused from `{ceilings_from}` (`--ceilings-from`).\n"
         extra["ceilings_from"] = str(ceilings_from)
     return _report(rows, ceilings, diagnosis, preset, preset_name, out, footer, extra)
+
+
+def _footer(start: float, command: str) -> str:
+    """A fresh run's last lines: the machine, the wall time since ``start``, the commit
+    and the command."""
+    minutes = (time.perf_counter() - start) / 60
+    return (f"\nMachine: {describe()}. Wall time: {minutes:.1f} min. Code: {_commit()}.\n"
+            f"Command: `{command}`\n")  # fmt: skip
 
 
 _RUN_FOLDER = re.compile(r"^(image|superpixel)-(.+)-s(\d+)$")
