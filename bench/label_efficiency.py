@@ -677,6 +677,12 @@ def _patience(preset: dict) -> str:
     return "a chunk gains" if n == 1 else f"{n} chunks in a row each gain"
 
 
+def _title(preset_name: str, preset: dict, n_seeds: int) -> str:
+    """What a report covers: the preset, its model and how many seeds."""
+    plural = "s" if n_seeds != 1 else ""
+    return f"preset {preset_name}, {preset['model']['name']}, {n_seeds} seed{plural}"
+
+
 def _ceiling_summary(ceilings: list[dict], preset: dict) -> dict:
     """The seeds' ceilings as ``summarise`` and ``ceiling_line`` take them."""
     return {
@@ -696,8 +702,7 @@ def _ceilings_report(ceilings: list[dict], preset: dict, preset_name: str, out: 
     """Write <out>.{md,json} of a ``--ceilings-only`` run (``--ceilings-from`` reads the
     json as it reads a full result's); returns the markdown."""
     seeds = [int(c["seed"]) for c in ceilings]
-    md = (f"# Ceilings (preset {preset_name}, {preset['model']['name']}, {len(seeds)} "
-          f"seed{'s' if len(seeds) != 1 else ''})\n\n"
+    md = (f"# Ceilings ({_title(preset_name, preset, len(seeds))})\n\n"
           + ceiling_line(_ceiling_summary(ceilings, preset)) + "\n" + footer)  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(md)
@@ -714,8 +719,7 @@ def _report(
 ) -> str:  # fmt: skip
     """Write <out>.{md,png,json} (the CSV is the caller's); returns the markdown."""
     seeds = sorted({int(r["seed"]) for r in rows})
-    plural = "s" if len(seeds) != 1 else ""
-    title = f"preset {preset_name}, {preset['model']['name']}, {len(seeds)} seed{plural}"
+    title = _title(preset_name, preset, len(seeds))
     md = summarise(rows, _ceiling_summary(ceilings, preset), diagnosis, out, title) + footer
     out.with_suffix(".md").write_text(md)
     out.with_suffix(".json").write_text(json.dumps(
@@ -882,10 +886,10 @@ def main() -> None:
         "benchmark stopped part-way), with the ceilings of --ceilings-from",
     )
     args = parser.parse_args()
+    command = " ".join([".venv/bin/python bench/label_efficiency.py", *sys.argv[1:]])
     if args.from_work:
         if not args.ceilings_from:
             parser.error("--from-work needs --ceilings-from (the ceilings are not rerun)")
-        command = " ".join([".venv/bin/python bench/label_efficiency.py", *sys.argv[1:]])
         report_from_work(args.preset, args.from_work, Path(args.out), seeds=args.seeds,
                          ceilings_from=args.ceilings_from, command=command)  # fmt: skip
         return
@@ -893,7 +897,6 @@ def main() -> None:
         merge(args.merge, Path(args.out), args.preset, ceilings_from=args.ceilings_from)
         return
     only = {"seeds": args.seeds, "strategies": args.strategies, "units": args.units}
-    command = " ".join([".venv/bin/python bench/label_efficiency.py", *sys.argv[1:]])
     run(args.preset, Path(args.out), Path(args.work), jobs=args.jobs, only=only,
         check=args.check, ceilings_from=args.ceilings_from, command=command,
         ceilings_only=args.ceilings_only)  # fmt: skip

@@ -282,7 +282,7 @@ def test_merge_joins_strategies_run_later_on_the_same_seeds_and_their_ceilings(t
         bench.merge([old, new], tmp_path / "bad", "tiny")
 
 
-def test_merge_takes_ceilings_trained_alone_with_more_patience(tmp_path):
+def test_merge_takes_ceilings_trained_alone_with_more_patience(tmp_path, monkeypatch):
     """Runs' parts made with one chunk of patience merge with ceilings trained alone
     (``--ceilings-only``) under the preset's own ceiling schedule: the report's ceiling is
     theirs, not the parts'; parts whose runs had other settings are still refused."""
@@ -302,23 +302,19 @@ def test_merge_takes_ceilings_trained_alone_with_more_patience(tmp_path):
     md = bench._ceilings_report(ceilings, patient, "tiny", alone, "footer\n")
     assert "mIoU 0.7000 (seeds: 0.6000, 0.8000)" in md and "2 chunks in a row" in md
     assert md.startswith("# Ceilings (preset tiny,") and md.endswith("footer\n")
-    monkey = pytest.MonkeyPatch()
-    monkey.setitem(bench.PRESETS, "tiny", {**bench.PRESETS["tiny"], "ceiling_patience": 2})
-    try:
-        # the parts' own ceiling (0.5) is not the preset's schedule: merged only with these
-        merged = bench.merge([part], tmp_path / "merged", "tiny", ceilings_from=alone)
-        assert "mIoU 0.7000 (seeds: 0.6000, 0.8000)" in merged
-        assert f"--ceilings-from {alone} --out" in merged
-        meta = json.loads((tmp_path / "merged.json").read_text())
-        assert meta["preset"]["ceiling_patience"] == 2 and meta["ceilings_from"] == str(alone)
-        # at 10 % of full cost MC variance has 0.35: 50 % of 0.7 (of the parts' 0.5: 70 %)
-        assert "| image | mc_variance | 50.0% |" in merged
-        _part(part, [0, 1], {"random": [0.2, 0.3, 0.4]}, 100, 0.5,
-              {**preset, "al": {**preset["al"], "rounds": 9}})  # fmt: skip
-        with pytest.raises(ValueError, match="other settings than preset tiny"):
-            bench.merge([part], tmp_path / "other", "tiny", ceilings_from=alone)
-    finally:
-        monkey.undo()
+    monkeypatch.setitem(bench.PRESETS, "tiny", {**bench.PRESETS["tiny"], "ceiling_patience": 2})
+    # the parts' own ceiling (0.5) is not the preset's schedule: merged only with these
+    merged = bench.merge([part], tmp_path / "merged", "tiny", ceilings_from=alone)
+    assert "mIoU 0.7000 (seeds: 0.6000, 0.8000)" in merged
+    assert f"--ceilings-from {alone} --out" in merged
+    meta = json.loads((tmp_path / "merged.json").read_text())
+    assert meta["preset"]["ceiling_patience"] == 2 and meta["ceilings_from"] == str(alone)
+    # at 10 % of full cost MC variance has 0.35: 50 % of 0.7 (of the parts' 0.5: 70 %)
+    assert "| image | mc_variance | 50.0% |" in merged
+    _part(part, [0, 1], {"random": [0.2, 0.3, 0.4]}, 100, 0.5,
+          {**preset, "al": {**preset["al"], "rounds": 9}})  # fmt: skip
+    with pytest.raises(ValueError, match="other settings than preset tiny"):
+        bench.merge([part], tmp_path / "other", "tiny", ceilings_from=alone)
 
 
 def test_still_rising_counts_trainings_stopped_at_the_cap_while_val_miou_gains():
