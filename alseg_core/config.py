@@ -113,12 +113,14 @@ class ALConfig:
     score_resolution: str = "feature"
     score_batch_pixels: int = 2048 * 1024
     train_steps: int = 200  # optimiser steps per round (epochs follow from the labelled set size)
-    # and at least this many epochs over the round's labelled images (0: steps alone)
-    train_epochs: int = 0
+    train_epochs: int = 0  # and at least this many epochs over its labelled images (0: off)
     finetune: bool = True  # start each round from the previous round's weights
     # Then up to plateau_chunks more chunks as long as the first until one gains < plateau_tol.
     plateau_chunks: int = 0
     plateau_tol: float = 0.005
+    # Then self-training (0: off; pipeline.steps.train.SelfTraining), at most pseudo_chunks.
+    pseudo_threshold: float = 0.0
+    pseudo_chunks: int = 2
     # Seed round: random images (initial_images), or seed_budget random superpixels.
     seed_unit: str = "image"
     seed_budget: int = 0
@@ -128,8 +130,8 @@ class ALConfig:
     annotator: str = "oracle"  # or "human": labels come from a delivery folder
     label_format: str = "train_ids"  # human deliveries: train_ids or label_ids
     export: str = "data/exports"  # where requests for humans go (path or s3:// URL)
-    # Human rounds: the tool files written beside request.csv (label-studio, cvat, coco),
-    # and the URL prefix under which the tool finds the images (None: their own URLs).
+    # Human rounds: the tool files beside request.csv, and the URL prefix the tool finds
+    # the images under (None: their own URLs).
     export_formats: tuple[str, ...] = ("label-studio", "cvat")
     image_url_prefix: str | None = None
 
@@ -140,8 +142,11 @@ class ALConfig:
         for name in ("rounds", "initial_images", "train_steps", "heat_stride"):
             if getattr(self, name) < 1 and not (name == "rounds" and self.rounds == 0):
                 raise ValueError(f"al.{name} must be >= 1, got {getattr(self, name)}")
-        if self.train_epochs < 0:
-            raise ValueError(f"al.train_epochs must be >= 0, got {self.train_epochs}")
+        for name in ("train_epochs", "pseudo_chunks", "budget_per_round"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"al.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.pseudo_threshold <= 1:
+            raise ValueError(f"al.pseudo_threshold must be in [0, 1], got {self.pseudo_threshold}")
         if self.plateau_chunks < 0 or not self.plateau_tol >= 0:
             raise ValueError(f"al.plateau_chunks and al.plateau_tol must be >= 0, got "
                              f"{self.plateau_chunks} and {self.plateau_tol}")  # fmt: skip
@@ -154,8 +159,6 @@ class ALConfig:
         if self.seed_unit == "superpixel" and self.seed_budget < 1:
             raise ValueError(f"al.seed_unit 'superpixel' needs al.seed_budget >= 1, got "
                              f"{self.seed_budget}")  # fmt: skip
-        if self.budget_per_round < 0:
-            raise ValueError(f"al.budget_per_round must be >= 0, got {self.budget_per_round}")
         if self.mc_passes < 1:
             raise ValueError(f"al.mc_passes (D) must be >= 1, got {self.mc_passes}")
         if self.score_batch_pixels < 1:

@@ -43,6 +43,7 @@ class TrainResult:
     final_loss: float
     seconds: float
     val_curve: tuple[float, ...] = ()  # val mIoU after each chunk (al.plateau_chunks)
+    self_training_chunks: int = 0  # how many of them (the last) trained on pseudo-labels
 
 
 def checkpoint_state(

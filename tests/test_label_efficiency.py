@@ -7,6 +7,8 @@ import importlib
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -396,3 +398,21 @@ def test_ceiling_patience_goes_on_past_a_single_flat_chunk(tmp_path):
     # ... two go on through it (+0.018 resets the count) and stop after two flat in a row
     # (+0.001, +0.0002): 0.40 is never trained.
     assert plateau(2) == [0.30, 0.35, 0.352, 0.37, 0.371, 0.3712]
+
+
+def test_still_rising_reads_the_plateau_chunks_and_not_the_self_training_ones():
+    bench = _load_bench()
+    log = [
+        # Both extra chunks ran and the last gained 0.02: stopped at the cap while rising.
+        "round 1: trained m from round 0, 9 epochs in 1.0s, loss 0.5, val mIoU by chunk "
+        "0.3000 -> 0.3100 -> 0.3300 (kept the best) -> r1/model.pt",
+        # Flat at its second chunk; the self-training chunks after it do not count.
+        "round 2: trained m from round 1, 9 epochs in 1.0s, loss 0.5, val mIoU by chunk "
+        "0.3300 -> 0.3310, then self-training 0.3500 -> 0.3700 (kept the best) -> r2/model.pt",
+        # Rising at the cap, then self-training.
+        "round 3: trained m from round 2, 9 epochs in 1.0s, loss 0.5, val mIoU by chunk "
+        "0.3700 -> 0.3800 -> 0.3900, then self-training 0.3850 (kept the best) -> r3/model.pt",
+    ]
+    assert bench.still_rising(log, 2, 0.005) == pytest.approx(2 / 3)
+    assert bench.still_rising(log[1:2], 2, 0.005) == 0.0
+    assert bench.still_rising(log, 0, 0.005) is None

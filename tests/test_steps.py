@@ -184,3 +184,109 @@ def test_plateau_training_goes_on_until_val_miou_stops_and_keeps_the_best(synthe
         device="cpu",
     )["mIoU"]  # fmt: skip
     assert stopped.val_curve[0] == pytest.approx(plain_miou, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def two_rounds(synthetic_root, tmp_path_factory):
+    """A run through round 1's merge: whole seed images and superpixels in others."""
+    tmp_path = tmp_path_factory.mktemp("two-rounds")
+    cfg = _cfg(synthetic_root, tmp_path)
+    engine = RoundEngine(cfg, RoundLayout(str(tmp_path / "base")))
+    engine.superpixels()
+    for step in ("select", "request", "annotate", "merge", "train"):
+        engine.run_step(step, 0, None)
+    for step in ("score", "select", "request", "annotate", "merge"):
+        engine.run_step(step, 1, 0)
+    return cfg, engine
+
+
+def test_pseudo_labels_fill_only_unpaid_pixels_with_confident_predictions(two_rounds, tmp_path):
+    from alseg_core import storage
+    from alseg_core.inference import predict
+    from alseg_core.labels import load_state, read_mask, state_url
+    from alseg_core.pipeline.steps.train import pseudo_label_items
+    from alseg_core.storage import read_image
+    from alseg_core.training import load_model
+    from alseg_core.types import IGNORE_INDEX
+
+    cfg, engine = two_rounds
+    labelled, model = engine.layout.labelled(1), engine.layout.model(0)
+    state_before = storage.read_bytes(state_url(labelled))
+    paid = load_state(labelled).images
+    assert any(not e.full_image for e in paid.values())  # partial masks to fill
+
+    def items(threshold, folder):
+        return pseudo_label_items(engine.pool, labelled, model, str(tmp_path / folder),
+                                  threshold, model_name=cfg.model.name, device="cpu")  # fmt: skip
+
+    # Any confidence: every pool image, paid pixels as paid, every other pixel the
+    # model's prediction (what `predict` gives).
+    every = {i.image_id: read_image(i.label_url) for i in items(1e-9, "every")}
+    assert sorted(every) == sorted(engine.pool.samples)
+    predicted = dict(predict(load_model(model), list(engine.pool.samples.values()), device="cpu"))
+    for sample, pred in predicted.items():
+        own = (read_mask(labelled, sample.image_id) if sample.image_id in paid
+               else np.full(pred.shape, IGNORE_INDEX, np.uint8))  # fmt: skip
+        np.testing.assert_array_equal(
+            every[sample.image_id], np.where(own != IGNORE_INDEX, own, pred)
+        )
+    # Confidence 1 (no softmax reaches it here): the paid labels alone, images without
+    # any skipped.
+    paid_only = items(1.0, "paid")
+    assert sorted(i.image_id for i in paid_only) == sorted(paid)
+    for item in paid_only:
+        np.testing.assert_array_equal(
+            read_image(item.label_url), read_mask(labelled, item.image_id)
+        )
+
+    # In between (the median confidence over the pool): more than the paid labels, fewer
+    # than every pixel.
+    import torch
+
+    from alseg_core.datasets.transforms import to_tensor
+
+    net = load_model(model).eval()
+    with torch.no_grad():
+        conf = [torch.softmax(net(to_tensor(cityscapes.read_image(s))[None]), 1).max(1).values
+                for s in engine.pool.samples.values()]  # fmt: skip
+    median = float(torch.cat([c.flatten() for c in conf]).median())
+
+    def labelled_pixels(found):
+        return sum(int((read_image(i.label_url) != IGNORE_INDEX).sum()) for i in found)
+
+    half = labelled_pixels(items(median, "half"))
+    assert labelled_pixels(paid_only) < half < sum(m.size for m in every.values())
+    # The labelled set is untouched.
+    assert storage.read_bytes(state_url(labelled)) == state_before
+    with pytest.raises(ValueError, match="al.pseudo_threshold must be in"):
+        items(0.0, "zero")
+
+
+def test_self_training_goes_on_from_the_best_checkpoint_and_keeps_the_best(two_rounds, tmp_path):
+    from alseg_core.pipeline.steps.evaluate import evaluate_step
+    from alseg_core.pipeline.steps.train import Plateau, SelfTraining, round_schedule, train_step
+
+    cfg, engine = two_rounds
+    labelled = engine.layout.labelled(1)
+
+    def train(out, self_training):
+        return train_step(
+            engine.pool, labelled, str(tmp_path / out), previous_model=engine.layout.model(0),
+            finetune=True, model=cfg.model, train=cfg.train, train_steps=2,
+            self_training=self_training, plateau=Plateau(chunks=0, tol=1.0),
+        )  # fmt: skip
+
+    plain = train("plain.pt", None)
+    # The plateau rule's tolerance 1: one self-training chunk, then stop.
+    st = train("st.pt", SelfTraining(threshold=0.5, chunks=3))
+    assert len(st.val_curve) == 2
+    # The self-training chunk runs the round's schedule over the pseudo-labelled images
+    # (2 steps at batch 4 over up to 24 images: one epoch).
+    pool_epochs = round_schedule(cfg.train, len(engine.pool.samples), 2).epochs
+    assert st.epochs_run == plain.epochs_run + pool_epochs
+    kept = evaluate_step(str(tmp_path / "st.pt"), engine.pool.val, model_name=cfg.model.name,
+                         batch_size=4, device="cpu")["mIoU"]  # fmt: skip
+    assert kept == pytest.approx(max(st.val_curve), abs=1e-9)
+    # Threshold 0: off, the plain schedule.
+    off = train("off.pt", SelfTraining(threshold=0.0))
+    assert off.val_curve == () and off.epochs_run == plain.epochs_run

@@ -223,6 +223,9 @@ def _run(p: argparse.ArgumentParser) -> None:
                       ("--train-epochs", "train_epochs"),
                       ("--mc-passes", "mc_passes")):  # fmt: skip
         _opt(p, flag, f"al.{key}", type=int)
+    _opt(p, "--pseudo-threshold", "al.pseudo_threshold", type=float,
+         help="self-training: after each round's training, go on with the model's own "
+         "predictions on unpaid pixels where its confidence is at least this (0: off)")  # fmt: skip
     _opt(p, "--out", "al.out", help="run folder (rounds, metrics.csv, learning_curve.png)")
     _opt(p, "--model", "model.name", choices=_models())
     p.add_argument(

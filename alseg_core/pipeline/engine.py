@@ -68,10 +68,15 @@ STEP_PARAMS: dict[str, tuple[str, ...]] = {
     "annotate": ("al.annotator", "al.label_format"),
     "merge": ("al.label_format",),
     "train": ("model", "train", "al.train_steps", "al.train_epochs", "al.strategy",
-              "al.finetune", "al.plateau_chunks", "al.plateau_tol", "eval.batch_size"),
+              "al.finetune", "al.plateau_chunks", "al.plateau_tol", "al.pseudo_threshold",
+              "al.pseudo_chunks", "eval.batch_size"),
     "evaluate": ("eval.batch_size", "model.name", "model.num_classes"),
     "publish": ("al.unit", "al.strategy", "model.name"),
 }  # fmt: skip
+
+
+def _arrows(values: tuple[float, ...]) -> str:
+    return " -> ".join(f"{m:.4f}" for m in values)
 
 
 def step_module(step: str) -> str:
@@ -235,7 +240,7 @@ class RoundEngine:
 
     def _train(self, k: int, prev: int | None) -> str:
         from alseg_core.active.strategies import get_strategy
-        from alseg_core.pipeline.steps.train import Plateau, train_step
+        from alseg_core.pipeline.steps.train import Plateau, SelfTraining, train_step
 
         cfg, L = self.cfg, self.layout
         result = train_step(
@@ -246,16 +251,20 @@ class RoundEngine:
             loss_prediction=get_strategy(cfg.al.strategy).loss_prediction,
             progress=self.progress, plateau=Plateau(cfg.al.plateau_chunks, cfg.al.plateau_tol),
             eval_batch_size=cfg.eval.batch_size,
+            self_training=SelfTraining(cfg.al.pseudo_threshold, cfg.al.pseudo_chunks),
         )  # fmt: skip
         start = (
             "from round " + str(prev) if prev is not None and cfg.al.finetune else "from scratch"
         )
         resumed = result.resumed_from_epoch
         resumed_text = f", resumed after epoch {resumed}" if resumed else ""
-        curve = result.val_curve
+        n = len(result.val_curve) - result.self_training_chunks
+        plain, pseudo = result.val_curve[:n], result.val_curve[n:]
         plateau = (
-            f", val mIoU by chunk {' -> '.join(f'{m:.4f}' for m in curve)} (kept the best)"
-            if curve
+            f", val mIoU by chunk {_arrows(plain)}"
+            + (f", then self-training {_arrows(pseudo)}" if pseudo else "")
+            + " (kept the best)"
+            if plain
             else ""
         )
         return (

@@ -62,6 +62,68 @@ class Plateau:
     tol: float = 0.005
 
 
+@dataclass(frozen=True)
+class SelfTraining:
+    """Self-training on the pixels nobody paid for (al.pseudo_threshold, al.pseudo_chunks).
+
+    Once the round's model is trained (and the plateau rule has run), the best checkpoint
+    labels every unlabelled pixel of the pool where its softmax confidence is at least
+    ``threshold``: the pseudo-labels of pseudo-labelling (Lee, ICML-W 2013), which
+    semi-supervised active learning for segmentation adds to each round (Rangnekar et al.,
+    WACV 2023, "Semantic Segmentation with Active Semi-Supervised Learning"). Training
+    goes on from that checkpoint on the paid labels plus the pseudo-labels (the round's
+    schedule over the pool's images), in up to ``chunks`` chunks, stopping as the plateau
+    rule does; the round keeps the best checkpoint by val mIoU, the one before
+    pseudo-labels included. Paid labels always win over pseudo-labels; pseudo-labels live
+    in a scratch folder, so the labelled set and what a round is charged never change.
+    ``threshold`` 0: off.
+    """
+
+    threshold: float = 0.0
+    chunks: int = 2
+
+
+def pseudo_label_items(
+    pool: Pool, labelled: str, checkpoint: str, folder: str, threshold: float, *,
+    model_name: str, batch_size: int = 8, device: str = "auto",
+) -> list[TrainItem]:  # fmt: skip
+    """Training items for every pool image: its paid labels (``labelled``), and where
+    none, ``checkpoint``'s prediction if its softmax confidence is >= ``threshold``
+    (IGNORE_INDEX elsewhere). Masks go to ``folder``; images left with no label skipped."""
+    import numpy as np
+    import torch
+
+    from alseg_core.datasets.transforms import to_tensor
+    from alseg_core.inference import image_batches, resolve_device
+    from alseg_core.labels import read_mask
+    from alseg_core.training import load_model
+    from alseg_core.types import IGNORE_INDEX
+
+    if not 0 < threshold <= 1:
+        raise ValueError(f"al.pseudo_threshold must be in (0, 1], got {threshold}")
+    paid = load_state(labelled).images
+    dev = resolve_device(device)
+    net = load_model(checkpoint, model_name=model_name).to(dev).eval()
+    samples = [pool.samples[i] for i in sorted(pool.samples)]
+    items = []
+    with torch.no_grad():
+        for batch, images in image_batches(samples, batch_size):
+            x = torch.stack([to_tensor(img) for img in images]).to(dev)
+            confidence, predicted = torch.softmax(net(x), 1).max(1)
+            for sample, conf, pred in zip(batch, confidence.cpu().numpy(),
+                                          predicted.cpu().numpy(), strict=True):  # fmt: skip
+                mask = np.where(conf >= threshold, pred, IGNORE_INDEX).astype(np.uint8)
+                if sample.image_id in paid:
+                    own = read_mask(labelled, sample.image_id)
+                    mask = np.where(own != IGNORE_INDEX, own, mask).astype(np.uint8)
+                if (mask == IGNORE_INDEX).all():
+                    continue
+                url = storage.join(folder, f"{sample.image_id}.png")
+                storage.write_png(url, mask)
+                items.append(TrainItem(sample.image_id, sample.image_url, url, "train_ids"))
+    return items
+
+
 def train_step(
     pool: Pool,
     labelled: str,
@@ -78,6 +140,7 @@ def train_step(
     log: Callable[[str], None] | None = None,
     plateau: Plateau | None = None,
     eval_batch_size: int = 8,
+    self_training: SelfTraining | None = None,
 ) -> TrainResult:
     """Train on ``labelled`` for ``train_steps`` steps (at least ``min_epochs`` epochs over
     its images, al.train_epochs); the checkpoint goes to ``out``.
@@ -85,6 +148,8 @@ def train_step(
     previous_model : the previous round's checkpoint; training starts from its weights
     when ``finetune`` (al.finetune), from scratch otherwise.
     plateau : go on in chunks until val mIoU stops improving (:class:`Plateau`).
+    self_training : then go on with pseudo-labels on the unlabelled pixels
+    (:class:`SelfTraining`).
 
     With a plateau rule the result's ``val_curve`` holds the val mIoU after each chunk.
     """
@@ -106,14 +171,20 @@ def train_step(
         )  # fmt: skip
 
     init = previous_model if finetune else None
-    if plateau is None or plateau.chunks < 1:
+    chunks = 0 if plateau is None else plateau.chunks
+    self_training_on = self_training is not None and self_training.threshold > 0
+    if chunks < 1 and not self_training_on:
         return fit(out, init)
     from alseg_core.distributed import Distributed
 
     if Distributed.from_environment() is not None:
-        raise ValueError("al.plateau_chunks is not supported data parallel (--nproc): set it 0")
+        raise ValueError(
+            "al.plateau_chunks and al.pseudo_threshold are not supported data parallel "
+            "(--nproc): set them 0"
+        )
     if not pool.val:
-        raise ValueError("al.plateau_chunks needs a validation split (data.val_split)")
+        raise ValueError("al.plateau_chunks and al.pseudo_threshold need a validation split "
+                         "(data.val_split)")  # fmt: skip
     from alseg_core.pipeline.steps.evaluate import evaluate_step
 
     def val_miou(url: str) -> float:
@@ -126,21 +197,63 @@ def train_step(
     with tempfile.TemporaryDirectory(prefix="alseg-plateau-") as scratch:
         url = f"{scratch}/chunk-0.pt"
         first = fit(url, init)
-        curve = [val_miou(url)]
-        best, best_url, loss = curve[0], url, first.final_loss
-        epochs, seconds = first.epochs_run, first.seconds
-        for n in range(1, plateau.chunks + 1):
-            nxt = f"{scratch}/chunk-{n}.pt"
-            result = fit(nxt, url)
-            epochs, seconds, url = epochs + result.epochs_run, seconds + result.seconds, nxt
-            curve.append(val_miou(nxt))
-            gain = curve[-1] - best
-            if curve[-1] > best:
-                best, best_url, loss = curve[-1], nxt, result.final_loss
-            if gain < plateau.tol:
+        run = _Chunks(url, val_miou(url), first)
+        tol = plateau.tol if plateau else Plateau().tol
+        run.go_on(lambda nxt, init: fit(nxt, init), chunks, tol, val_miou, f"{scratch}/chunk")
+        if self_training_on:
+            pseudo = pseudo_label_items(
+                pool, labelled, run.best_url, f"{scratch}/pseudo", self_training.threshold,
+                model_name=model.name, batch_size=eval_batch_size, device=train.device,
+            )  # fmt: skip
+            pseudo_schedule = round_schedule(train, len(pseudo), train_steps, min_epochs)
+
+            def fit_pseudo(url: str, init: str | None) -> TrainResult:
+                return run_training(
+                    pseudo, model_name=model.name, checkpoint_url=url, cfg=pseudo_schedule,
+                    num_classes=model.num_classes, dropout=model.dropout, init_from=init,
+                    learning_loss=loss_prediction, progress=progress, log=log,
+                    data_fingerprint=fingerprint + f"+pseudo{self_training.threshold}",
+                )  # fmt: skip
+
+            # From the best checkpoint so far: pseudo-labels of a worse model would teach
+            # its mistakes.
+            run.url, plain = run.best_url, len(run.curve)
+            run.go_on(fit_pseudo, self_training.chunks, tol, val_miou, f"{scratch}/pseudo-chunk")
+        storage.write_bytes(out, storage.read_bytes(run.best_url))
+    return TrainResult(
+        out, run.epochs, first.resumed_from_epoch, run.loss, run.seconds, tuple(run.curve),
+        self_training_chunks=len(run.curve) - plain if self_training_on else 0,
+    )  # fmt: skip
+
+
+class _Chunks:
+    """A round's chunks so far: the val curve and the best checkpoint."""
+
+    def __init__(self, url: str, miou: float, first: TrainResult) -> None:
+        self.url, self.curve = url, [miou]
+        self.best, self.best_url, self.loss = miou, url, first.final_loss
+        self.epochs, self.seconds = first.epochs_run, first.seconds
+
+    def go_on(
+        self, fit: Callable[[str, str | None], TrainResult], chunks: int, tol: float,
+        val_miou: Callable[[str], float], prefix: str,
+    ) -> None:  # fmt: skip
+        """Up to ``chunks`` chunks, each from the previous one's weights, until one gains
+        less than ``tol`` over the best before it."""
+        for n in range(1, chunks + 1):
+            nxt = f"{prefix}-{n}.pt"
+            result = fit(nxt, self.url)
+            self.epochs, self.seconds = (
+                self.epochs + result.epochs_run,
+                self.seconds + result.seconds,
+            )
+            self.url = nxt
+            self.curve.append(val_miou(nxt))
+            gain = self.curve[-1] - self.best
+            if self.curve[-1] > self.best:
+                self.best, self.best_url, self.loss = self.curve[-1], nxt, result.final_loss
+            if gain < tol:
                 break
-        storage.write_bytes(out, storage.read_bytes(best_url))
-    return TrainResult(out, epochs, first.resumed_from_epoch, loss, seconds, tuple(curve))
 
 
 def train_on_split(
