@@ -403,12 +403,23 @@ def train_to_plateau(
     ``equal-steps.pt``, ``chunk-N.pt``)."""
     ckpt = str(folder / "equal-steps.pt")
     curve = [fit(ckpt, first, None)]
+    return curve + chunks_to_plateau(fit, folder / "chunk", ckpt, curve[0], chunk, preset)
+
+
+def chunks_to_plateau(
+    fit: Callable[[str, int, str | None], float], prefix: Path, ckpt: str, best: float,
+    chunk: int, preset: dict,
+) -> list[float]:  # fmt: skip
+    """The ceiling's chunks from ``ckpt`` (val mIoU ``best`` so far): ``<prefix>-N.pt``
+    until ``ceiling_patience`` chunks in a row each gained < ``ceiling_tol`` over the best
+    before it, or ``ceiling_max_chunks`` ran; val mIoU after each."""
+    curve: list[float] = []
     flat = 0
     for n in range(preset["ceiling_max_chunks"]):
-        nxt = str(folder / f"chunk-{n + 1}.pt")
+        nxt = f"{prefix}-{n + 1}.pt"
         curve.append(fit(nxt, chunk, ckpt))
         ckpt = nxt
-        flat = flat + 1 if curve[-1] - max(curve[:-1]) < preset["ceiling_tol"] else 0
+        flat = flat + 1 if curve[-1] - max([best, *curve[:-1]]) < preset["ceiling_tol"] else 0
         if flat >= ceiling_patience(preset):
             break
     return curve

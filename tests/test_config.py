@@ -39,6 +39,8 @@ def test_overrides_win_over_file(tmp_path):
         ("superpixels:\n  n_regions: -4\n", r"superpixels.n_regions must be >= 1, got -4"),
         ("superpixels:\n  method: felzenszwalb\n", r"superpixels.method must be one of"),
         ("train:\n  crop: [64]\n", r"train.crop: expected 2 values"),
+        ("al:\n  pseudo_threshold: 1.5\n", r"al.pseudo_threshold must be in \[0, 1\], got 1.5"),
+        ("al:\n  pseudo_chunks: -1\n", r"al.pseudo_chunks must be >= 0, got -1"),
     ],
 )
 def test_bad_params_name_file_and_key(tmp_path, text, message):

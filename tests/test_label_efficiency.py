@@ -137,7 +137,7 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
     # pool = 3 steps; round 1 of image MC variance holds 9-16 images (2 batches of 8 an
     # epoch), so that is 3 and round(1.5) = 2 epochs.
     converged = importlib.import_module("converged_sets")
-    row = converged.converge(("tiny", str(tmp_path / "work"), "image-mc_variance", 0, 1, 1))
+    row = converged.converge(("tiny", str(tmp_path / "work"), "image-mc_variance", 0, 1, 1, 1e-9))
     ir = runs[("mc_variance", "image", "0")]
     assert row["images"] == int(ir[1]["n_images"]) and 8 < row["images"] <= 16
     assert row["epochs"] == [3, 2]
@@ -146,6 +146,13 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
     assert row["converged_mIoU"] == max(row["curve"])
     folder = tmp_path / "work" / "converged" / "image-mc_variance-s0-r1"
     assert (folder / "equal-steps.pt").exists() and (folder / "chunk-1.pt").exists()
+    # --self-training at any confidence: every unpaid pool pixel gets the converged model's
+    # prediction; chunks of 1 epoch over the 24 pool images go on from the best checkpoint.
+    assert row["pseudo_share"] == 1.0 and 0.0 < row["pseudo_accuracy"] < 1.0
+    assert 1 <= len(row["st_curve"]) <= preset["ceiling_max_chunks"]
+    assert row["self_trained_mIoU"] == max([row["converged_mIoU"], *row["st_curve"]])
+    assert len(list((folder / "pseudo").glob("*.png"))) == 24
+    assert (folder / "self-training-1.pt").exists()
 
     # bench/lr_sweep.py trains the shared seed round's set through every chunk the plateau
     # rule allows (tiny: 1 extra, so 3 chunks; no early stop) and the full pool for the

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from alseg_core.config import ModelConfig
     from alseg_core.training import TrainResult
 
+    _Fit = Callable[[str, str | None], TrainResult]  # train to url from init's weights
+
 
 def labelled_items(pool: Pool, labelled: str) -> list[TrainItem]:
     """Training items of a labelled set: each labelled image with its partial mask."""
@@ -162,13 +164,18 @@ def train_step(
     schedule = round_schedule(train, len(items), train_steps, min_epochs)
     fingerprint = hashlib.sha256(storage.read_bytes(state_url(labelled))).hexdigest()
 
-    def fit(url: str, init: str | None) -> TrainResult:
-        return run_training(
-            items, model_name=model.name, checkpoint_url=url, cfg=schedule,
-            num_classes=model.num_classes, dropout=model.dropout, init_from=init,
-            learning_loss=loss_prediction, progress=progress, log=log,
-            data_fingerprint=fingerprint,
-        )  # fmt: skip
+    def fitter(on: list[TrainItem], cfg: TrainConfig, data: str) -> _Fit:
+        def fit(url: str, init: str | None) -> TrainResult:
+            return run_training(
+                on, model_name=model.name, checkpoint_url=url, cfg=cfg,
+                num_classes=model.num_classes, dropout=model.dropout, init_from=init,
+                learning_loss=loss_prediction, progress=progress, log=log,
+                data_fingerprint=data,
+            )  # fmt: skip
+
+        return fit
+
+    fit = fitter(items, schedule, fingerprint)
 
     init = previous_model if finetune else None
     chunks = 0 if plateau is None else plateau.chunks
@@ -199,30 +206,25 @@ def train_step(
         first = fit(url, init)
         run = _Chunks(url, val_miou(url), first)
         tol = plateau.tol if plateau else Plateau().tol
-        run.go_on(lambda nxt, init: fit(nxt, init), chunks, tol, val_miou, f"{scratch}/chunk")
+        run.go_on(fit, chunks, tol, val_miou, f"{scratch}/chunk")
+        plain = len(run.curve)
         if self_training_on:
             pseudo = pseudo_label_items(
                 pool, labelled, run.best_url, f"{scratch}/pseudo", self_training.threshold,
                 model_name=model.name, batch_size=eval_batch_size, device=train.device,
             )  # fmt: skip
-            pseudo_schedule = round_schedule(train, len(pseudo), train_steps, min_epochs)
-
-            def fit_pseudo(url: str, init: str | None) -> TrainResult:
-                return run_training(
-                    pseudo, model_name=model.name, checkpoint_url=url, cfg=pseudo_schedule,
-                    num_classes=model.num_classes, dropout=model.dropout, init_from=init,
-                    learning_loss=loss_prediction, progress=progress, log=log,
-                    data_fingerprint=fingerprint + f"+pseudo{self_training.threshold}",
-                )  # fmt: skip
-
+            fit_pseudo = fitter(
+                pseudo, round_schedule(train, len(pseudo), train_steps, min_epochs),
+                f"{fingerprint}+pseudo{self_training.threshold}",
+            )  # fmt: skip
             # From the best checkpoint so far: pseudo-labels of a worse model would teach
             # its mistakes.
-            run.url, plain = run.best_url, len(run.curve)
+            run.url = run.best_url
             run.go_on(fit_pseudo, self_training.chunks, tol, val_miou, f"{scratch}/pseudo-chunk")
         storage.write_bytes(out, storage.read_bytes(run.best_url))
     return TrainResult(
         out, run.epochs, first.resumed_from_epoch, run.loss, run.seconds, tuple(run.curve),
-        self_training_chunks=len(run.curve) - plain if self_training_on else 0,
+        self_training_chunks=len(run.curve) - plain,
     )  # fmt: skip
 
 
@@ -235,7 +237,7 @@ class _Chunks:
         self.epochs, self.seconds = first.epochs_run, first.seconds
 
     def go_on(
-        self, fit: Callable[[str, str | None], TrainResult], chunks: int, tol: float,
+        self, fit: _Fit, chunks: int, tol: float,
         val_miou: Callable[[str], float], prefix: str,
     ) -> None:  # fmt: skip
         """Up to ``chunks`` chunks, each from the previous one's weights, until one gains
@@ -243,10 +245,8 @@ class _Chunks:
         for n in range(1, chunks + 1):
             nxt = f"{prefix}-{n}.pt"
             result = fit(nxt, self.url)
-            self.epochs, self.seconds = (
-                self.epochs + result.epochs_run,
-                self.seconds + result.seconds,
-            )
+            self.epochs += result.epochs_run
+            self.seconds += result.seconds
             self.url = nxt
             self.curve.append(val_miou(nxt))
             gain = self.curve[-1] - self.best
