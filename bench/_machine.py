@@ -44,15 +44,24 @@ def commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+def code() -> str:
+    """The commit as a result names it: ``git <hash>``, or ``unknown commit``."""
+    return f"git {c}" if (c := commit()) else "unknown commit"
+
+
+def footer(start: float, command: str, note: str = "") -> str:
+    """A result's last lines: the machine, the commit, the wall time since ``start``
+    (with ``note``) and the command that made it."""
+    minutes = (time.perf_counter() - start) / 60
+    return (f"\nMachine: {describe()}. Code: {code()}. Wall time: {minutes:.1f} min{note}.\n"
+            f"Command: `{command}`\n")  # fmt: skip
+
+
 def write_table(lines: list[str], out: Path, script: str, start: float, note: str = "") -> str:
     """``lines`` plus the machine, the commit, the wall time since ``start`` (with
     ``note``) and the command line of ``bench/<script>``: printed and written to ``out``."""
-    lines = [*lines, (
-        f"\nMachine: {describe()}. Code: git {commit()}. Wall time: "
-        f"{(time.perf_counter() - start) / 60:.1f} min{note}.\nCommand: "
-        f"`.venv/bin/python bench/{script} {' '.join(sys.argv[1:])}`\n"
-    )]  # fmt: skip
-    text = "\n".join(lines)
+    command = f".venv/bin/python bench/{script} {' '.join(sys.argv[1:])}"
+    text = "\n".join([*lines, footer(start, command, note)])
     print(text)
     out.write_text(text)
     return text

@@ -43,7 +43,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _machine import commit, describe  # noqa: E402
+from _machine import code, describe  # noqa: E402
+from _machine import footer as _footer  # noqa: E402
 from label_efficiency_report import ceiling_line, compare, summarise  # noqa: E402
 
 #: Runs named ``<strategy>+<variant>``: the strategy with these ``al`` settings. The
@@ -555,7 +556,7 @@ def run(
     diagnosis = _mean_diagnosis(jobs_list, [d for _, d in results])
     if check is not None:
         md = compare(rows, check, preset_name, time.perf_counter() - start)
-        md += f"Machine: {describe()}. Code: {_commit()}.\nCommand: `{command}`\n"
+        md += f"Machine: {describe()}. Code: {code()}.\nCommand: `{command}`\n"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text(md)
         _write_csv(rows, out)  # this run's rows, weights included: a check of the check
@@ -563,19 +564,11 @@ def run(
         return md
     _write_csv(rows, out)
     footer = _footer(start, command)
-    extra = {"machine": describe(), "code": _commit()}
+    extra = {"machine": describe(), "code": code()}
     if ceilings_from:
         footer += f"Ceilings reused from `{ceilings_from}` (`--ceilings-from`).\n"
         extra["ceilings_from"] = str(ceilings_from)
     return _report(rows, ceilings, diagnosis, preset, preset_name, out, footer, extra)
-
-
-def _footer(start: float, command: str) -> str:
-    """A fresh run's last lines: the machine, the wall time since ``start``, the commit
-    and the command."""
-    minutes = (time.perf_counter() - start) / 60
-    return (f"\nMachine: {describe()}. Wall time: {minutes:.1f} min. Code: {_commit()}.\n"
-            f"Command: `{command}`\n")  # fmt: skip
 
 
 _RUN_FOLDER = re.compile(r"^(image|superpixel)-(.+)-s(\d+)$")
@@ -624,10 +617,10 @@ def report_from_work(
                           f"--from-work {work} --ceilings-from {ceilings_from}")  # fmt: skip
     footer = (
         f"\nReported from the {len(jobs)} runs that finished in {work} (`--from-work`); "
-        f"ceilings from `{ceilings_from}`.\nMachine: {describe()}. Code: {_commit()}.\n"
+        f"ceilings from `{ceilings_from}`.\nMachine: {describe()}. Code: {code()}.\n"
         f"Command: `{command}`\n"
     )
-    extra = {"machine": describe(), "code": _commit(), "ceilings_from": str(ceilings_from)}
+    extra = {"machine": describe(), "code": code(), "ceilings_from": str(ceilings_from)}
     diagnosis = _mean_diagnosis(jobs, diagnoses)
     return _report(rows, ceilings, diagnosis, preset, preset_name, out, footer, extra)
 
@@ -723,7 +716,7 @@ def _ceilings_report(ceilings: list[dict], preset: dict, preset_name: str, out: 
     out.with_suffix(".md").write_text(md)
     out.with_suffix(".json").write_text(json.dumps(
         {"ceilings": ceilings, "preset": {**preset, "seeds": seeds},
-         "machine": describe(), "code": _commit()}, indent=1, default=str) + "\n")  # fmt: skip
+         "machine": describe(), "code": code()}, indent=1, default=str) + "\n")  # fmt: skip
     print(md)
     return md
 
@@ -848,10 +841,6 @@ def _mean_diagnosis(jobs: list[tuple], diagnoses: list[dict]) -> dict:
     for job, d in zip(jobs, diagnoses, strict=True):
         grouped.setdefault((job[2], job[3]), []).append(d)
     return {key: _weighted_diagnosis([(1, d) for d in ds]) for key, ds in grouped.items()}
-
-
-def _commit() -> str:
-    return f"git {c}" if (c := commit()) else "unknown commit"
 
 
 def replace_workers(cfg):

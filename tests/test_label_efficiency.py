@@ -69,7 +69,6 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
         assert len(curve) >= 2 and curve[1][0] > curve[0][0]
         assert ceiling["converged"] == max(m for _, m in curve)
     assert saved["diagnosis"]["superpixel/mc_variance"]["cost_per_unit"] > 0
-    import pytest
 
     # What each acquisition round spent: the labelled cost it added, mean over the seeds.
     for unit, strategy in pairs:
@@ -223,8 +222,6 @@ def test_merge_reports_the_seeds_of_several_runs_as_one(tmp_path):
     are refused."""
     import json
 
-    import pytest
-
     bench = _load_bench()
     preset = {k: v for k, v in bench.PRESETS["tiny"].items() if k != "seeds"}
     a, b = tmp_path / "s0", tmp_path / "s1"
@@ -262,7 +259,6 @@ def test_merge_joins_strategies_run_later_on_the_same_seeds_and_their_ceilings(t
     """A strategy added later runs on the seeds already done, reusing their ceilings
     (``--ceilings-from``); the merge then holds both parts' runs, each seed's ceiling once,
     and refuses a seed whose ceilings differ."""
-    import pytest
 
     bench = _load_bench()
     preset = {k: v for k, v in bench.PRESETS["tiny"].items() if k != "seeds"}
@@ -296,8 +292,6 @@ def test_merge_takes_ceilings_trained_alone_with_more_patience(tmp_path, monkeyp
     (``--ceilings-only``) under the preset's own ceiling schedule: the report's ceiling is
     theirs, not the parts'; parts whose runs had other settings are still refused."""
     import json
-
-    import pytest
 
     bench = _load_bench()
     preset = {k: v for k, v in bench.PRESETS["tiny"].items() if k != "seeds"}
@@ -347,6 +341,22 @@ def test_still_rising_counts_trainings_stopped_at_the_cap_while_val_miou_gains()
     assert bench.still_rising(log, 3, 0.005) == 0.0  # none ran 3 extra chunks
     assert bench.still_rising(log, 0, 0.005) is None  # no plateau rule
     assert bench.still_rising(["  round 0: trained m from scratch, 4 epochs"], 2, 0.005) is None
+    # Self-training chunks after the plateau rule's (", then self-training ...") are not its
+    # own: round 2 is flat at its second chunk, rounds 1 and 3 rose at the cap.
+    log = [
+        # Both extra chunks ran and the last gained 0.02: stopped at the cap while rising.
+        "round 1: trained m from round 0, 9 epochs in 1.0s, loss 0.5, val mIoU by chunk "
+        "0.3000 -> 0.3100 -> 0.3300 (kept the best) -> r1/model.pt",
+        # Flat at its second chunk; the self-training chunks after it do not count.
+        "round 2: trained m from round 1, 9 epochs in 1.0s, loss 0.5, val mIoU by chunk "
+        "0.3300 -> 0.3310, then self-training 0.3500 -> 0.3700 (kept the best) -> r2/model.pt",
+        # Rising at the cap, then self-training.
+        "round 3: trained m from round 2, 9 epochs in 1.0s, loss 0.5, val mIoU by chunk "
+        "0.3700 -> 0.3800 -> 0.3900, then self-training 0.3850 (kept the best) -> r3/model.pt",
+    ]
+    assert bench.still_rising(log, 2, 0.005) == pytest.approx(2 / 3)
+    assert bench.still_rising(log[1:2], 2, 0.005) == 0.0
+    assert bench.still_rising(log, 0, 0.005) is None
 
 
 def test_ablation_preset_is_the_standard_setting_with_other_runs():
@@ -405,21 +415,3 @@ def test_ceiling_patience_goes_on_past_a_single_flat_chunk(tmp_path):
     # ... two go on through it (+0.018 resets the count) and stop after two flat in a row
     # (+0.001, +0.0002): 0.40 is never trained.
     assert plateau(2) == [0.30, 0.35, 0.352, 0.37, 0.371, 0.3712]
-
-
-def test_still_rising_reads_the_plateau_chunks_and_not_the_self_training_ones():
-    bench = _load_bench()
-    log = [
-        # Both extra chunks ran and the last gained 0.02: stopped at the cap while rising.
-        "round 1: trained m from round 0, 9 epochs in 1.0s, loss 0.5, val mIoU by chunk "
-        "0.3000 -> 0.3100 -> 0.3300 (kept the best) -> r1/model.pt",
-        # Flat at its second chunk; the self-training chunks after it do not count.
-        "round 2: trained m from round 1, 9 epochs in 1.0s, loss 0.5, val mIoU by chunk "
-        "0.3300 -> 0.3310, then self-training 0.3500 -> 0.3700 (kept the best) -> r2/model.pt",
-        # Rising at the cap, then self-training.
-        "round 3: trained m from round 2, 9 epochs in 1.0s, loss 0.5, val mIoU by chunk "
-        "0.3700 -> 0.3800 -> 0.3900, then self-training 0.3850 (kept the best) -> r3/model.pt",
-    ]
-    assert bench.still_rising(log, 2, 0.005) == pytest.approx(2 / 3)
-    assert bench.still_rising(log[1:2], 2, 0.005) == 0.0
-    assert bench.still_rising(log, 0, 0.005) is None

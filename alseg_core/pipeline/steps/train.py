@@ -106,7 +106,7 @@ def pseudo_label_items(
     paid = load_state(labelled).images
     dev = resolve_device(device)
     net = load_model(checkpoint, model_name=model_name).to(dev).eval()
-    samples = [pool.samples[i] for i in sorted(pool.samples)]
+    samples = [pool.samples[i] for i in pool.ids]
     items = []
     with torch.no_grad():
         for batch, images in image_batches(samples, batch_size):
