@@ -18,8 +18,11 @@ demo: $(STAMP)
 	$(BIN)/alseg make-synthetic
 	$(BIN)/alseg run --baseline random
 
+# One pytest worker per core, a test file's tests on one worker (module fixtures once).
+PYTEST_PARALLEL ?= -n auto --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -106,16 +106,25 @@ def predict(
     batch_size: int = 8,
     device: str = "auto",
     progress: bool = False,
+    min_confidence: float = 0.0,
 ) -> Iterator[tuple[cityscapes.Sample, np.ndarray]]:
-    """Yield (sample, (H, W) uint8 train-id prediction) at each image's full size."""
+    """Yield (sample, (H, W) uint8 train-id prediction) at each image's full size.
+
+    min_confidence : pixels whose largest softmax probability is below it are
+                     IGNORE_INDEX (pseudo-labels keep only what the model is sure of).
+    """
     from alseg_core.progress import progress_bar
+    from alseg_core.types import IGNORE_INDEX
 
     dev = resolve_device(device)
     model.to(dev).eval()
     bar = progress_bar(len(samples), "predict", enabled=progress)
     for batch, images in background(image_batches(samples, batch_size)):
         x = torch.stack([to_tensor(img) for img in images]).to(dev)
-        pred = class_map(model(x)).to(torch.uint8).cpu().numpy()
-        yield from zip(batch, pred, strict=True)
+        logits = model(x)
+        pred = class_map(logits).to(torch.uint8)
+        if min_confidence > 0:
+            pred[torch.softmax(logits, 1).amax(1) < min_confidence] = IGNORE_INDEX
+        yield from zip(batch, pred.cpu().numpy(), strict=True)
         bar.update(len(batch))
     bar.close()

@@ -30,7 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _machine import commit, describe  # noqa: E402
+from _machine import code, describe  # noqa: E402
 
 METHODS = ("one_pass", "ours_d10", "ours_d40", "ours_full_d10", "naive_d10", "baal_caching_d10",
            "baal_dropout_d10")  # fmt: skip
@@ -294,8 +294,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cells = work / "cells.json"  # measured cells of this code: a rerun goes on from them
     done = json.loads(cells.read_text()) if cells.exists() else {}
-    if done.get("code") != _commit():
-        done = {"code": _commit()}
+    if done.get("code") != code():
+        done = {"code": code()}
     table: dict = {}
     for model in ("drn_d_22", "lraspp_mobilenet_v3_large"):
         for size in sizes:
@@ -336,19 +336,15 @@ def main() -> None:
     out.with_suffix(".md").write_text(report)
     out.with_suffix(".json").write_text(json.dumps(
         {"table": table, "score_step": steps, "ranking": ranking, "machine": describe(),
-         "code": _commit()}, indent=1))  # fmt: skip
+         "code": code()}, indent=1))  # fmt: skip
     print(report)
-
-
-def _commit() -> str:
-    return commit() or "unknown"
 
 
 def render(table: dict, steps: dict, ranking: dict, seconds: float) -> str:
     lines = [
         "# MC-dropout scoring: time and peak memory per image",
         "",
-        f"Machine: {describe()}; code {_commit()}; {seconds / 60:.1f} min. One image, random "
+        f"Machine: {describe()}; code {code()}; {seconds / 60:.1f} min. One image, random "
         "weights, each cell its own process (peak RSS of that process, model included); "
         "one pass and ours: the median of 5 processes (interleaved), each the fastest of its "
         "runs (2, or up to 6 within 3 s for a fast cell); ours keeps the head's buffers from "

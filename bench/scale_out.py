@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _machine import commit, describe  # noqa: E402
+from _machine import code, describe  # noqa: E402
 
 
 def _noop(x: int) -> int:
@@ -144,7 +144,7 @@ def main() -> None:
         f"{'met' if sc_ratio <= 1.10 else 'NOT met'}.",
         f"- Every executor wrote byte-identical superpixel parts and scores: {same}.",
         "",
-        f"Machine: {describe()}. Code: {_commit()}.",
+        f"Machine: {describe()}. Code: {code()}.",
         "Command: `.venv/bin/python bench/scale_out.py --out bench/results/scale_out.md`",
     ]
     report = "\n".join(lines) + "\n"
@@ -155,10 +155,6 @@ def main() -> None:
 
     shutil.rmtree(tmp, ignore_errors=True)
     os._exit(0)  # distributed's threads can hold a clean exit for a while
-
-
-def _commit() -> str:
-    return f"git {c}" if (c := commit()) else "unknown commit"
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _machine import commit, describe  # noqa: E402
+from _machine import code, describe  # noqa: E402
 from mc_scoring import random_checkpoint, timed_peak  # noqa: E402
 
 #: (eval.batch_size, al.score_batch_pixels) per process; the default cap first.
@@ -91,7 +91,7 @@ def main() -> None:
     lines = [
         "# `alseg score` peak memory at 1024x2048 against the batch size",
         "",
-        f"Machine: {describe()}; code {_commit()}; {(time.perf_counter() - start) / 60:.1f} "
+        f"Machine: {describe()}; code {code()}; {(time.perf_counter() - start) / 60:.1f} "
         f"min. {args.images} synthetic images at 1024x2048, random weights, D=10, one "
         "process per row (peak RSS from `/usr/bin/time`, model and Python included).",
         "",
@@ -108,13 +108,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines))
     out.with_suffix(".json").write_text(json.dumps(
-        {"rows": rows, "images": args.images, "machine": describe(), "code": _commit()},
+        {"rows": rows, "images": args.images, "machine": describe(), "code": code()},
         indent=1))  # fmt: skip
     print("\n".join(lines))
-
-
-def _commit() -> str:
-    return commit() or "unknown"
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from _machine import commit, describe  # noqa: E402
+from _machine import code, describe  # noqa: E402
 
 #: name -> (fused AdamW, train.checkpoint_every_s, train.decode_cache_mb)
 SETTINGS: dict[str, tuple[bool, float, float]] = {
@@ -119,7 +119,7 @@ def main() -> None:
                 losses = sorted({f"{g['loss']:.4f}" for g in got})
                 lines.append(f"| {name} | {med:.1f} | {each} | {old / med:.2f}x | {peak:.0f} | "
                              f"{', '.join(losses)} |")  # fmt: skip
-    lines.append(f"\nMachine: {describe()}. Code: git {commit()}.\n"
+    lines.append(f"\nMachine: {describe()}. Code: {code()}.\n"
                  "Command: `.venv/bin/python bench/train_speed.py`\n")  # fmt: skip
     text = "\n".join(lines)
     print(text)

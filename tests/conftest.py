@@ -11,6 +11,11 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core (`make test`): one compute thread each, for the worker and the
+    # processes it starts (alseg under DVC, DDP ranks); two workers' OpenMP pools on the
+    # same cores slowed the training tests ~1.8x. Set before torch is imported.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 DUMMY_ENV = {
     "AWS_ACCESS_KEY_ID": "testing-key-id",

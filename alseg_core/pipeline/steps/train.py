@@ -93,10 +93,8 @@ def pseudo_label_items(
     none, ``checkpoint``'s prediction if its softmax confidence is >= ``threshold``
     (IGNORE_INDEX elsewhere). Masks go to ``folder``; images left with no label skipped."""
     import numpy as np
-    import torch
 
-    from alseg_core.datasets.transforms import to_tensor
-    from alseg_core.inference import image_batches, resolve_device
+    from alseg_core.inference import predict
     from alseg_core.labels import read_mask
     from alseg_core.training import load_model
     from alseg_core.types import IGNORE_INDEX
@@ -104,25 +102,20 @@ def pseudo_label_items(
     if not 0 < threshold <= 1:
         raise ValueError(f"al.pseudo_threshold must be in (0, 1], got {threshold}")
     paid = load_state(labelled).images
-    dev = resolve_device(device)
-    net = load_model(checkpoint, model_name=model_name).to(dev).eval()
+    net = load_model(checkpoint, model_name=model_name)
     samples = [pool.samples[i] for i in pool.ids]
     items = []
-    with torch.no_grad():
-        for batch, images in image_batches(samples, batch_size):
-            x = torch.stack([to_tensor(img) for img in images]).to(dev)
-            confidence, predicted = torch.softmax(net(x), 1).max(1)
-            for sample, conf, pred in zip(batch, confidence.cpu().numpy(),
-                                          predicted.cpu().numpy(), strict=True):  # fmt: skip
-                mask = np.where(conf >= threshold, pred, IGNORE_INDEX).astype(np.uint8)
-                if sample.image_id in paid:
-                    own = read_mask(labelled, sample.image_id)
-                    mask = np.where(own != IGNORE_INDEX, own, mask).astype(np.uint8)
-                if (mask == IGNORE_INDEX).all():
-                    continue
-                url = storage.join(folder, f"{sample.image_id}.png")
-                storage.write_png(url, mask)
-                items.append(TrainItem(sample.image_id, sample.image_url, url, "train_ids"))
+    for sample, mask in predict(
+        net, samples, batch_size=batch_size, device=device, min_confidence=threshold
+    ):
+        if sample.image_id in paid:
+            own = read_mask(labelled, sample.image_id)
+            mask = np.where(own != IGNORE_INDEX, own, mask).astype(np.uint8)
+        if (mask == IGNORE_INDEX).all():
+            continue
+        url = storage.join(folder, f"{sample.image_id}.png")
+        storage.write_png(url, mask)
+        items.append(TrainItem(sample.image_id, sample.image_url, url, "train_ids"))
     return items
 
 
