@@ -115,9 +115,11 @@ class ALConfig:
     train_steps: int = 200  # optimiser steps per round (epochs follow from the labelled set size)
     train_epochs: int = 0  # and at least this many epochs over its labelled images (0: off)
     finetune: bool = True  # start each round from the previous round's weights
-    # Then up to plateau_chunks more chunks as long as the first until one gains < plateau_tol.
+    # Then up to plateau_chunks more chunks as long as the first, until plateau_patience
+    # chunks in a row gain < plateau_tol over the best before them.
     plateau_chunks: int = 0
     plateau_tol: float = 0.005
+    plateau_patience: int = 1
     # Then self-training (0: off; pipeline.steps.train.SelfTraining), at most pseudo_chunks.
     pseudo_threshold: float = 0.0
     pseudo_chunks: int = 2
@@ -139,17 +141,15 @@ class ALConfig:
         from alseg_core.active.strategies import check_strategy
 
         check_strategy(self.strategy, self.unit)
-        for name in ("rounds", "initial_images", "train_steps", "heat_stride"):
+        for name in ("rounds", "initial_images", "train_steps", "heat_stride", "plateau_patience"):
             if getattr(self, name) < 1 and not (name == "rounds" and self.rounds == 0):
                 raise ValueError(f"al.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("train_epochs", "pseudo_chunks", "budget_per_round"):
-            if getattr(self, name) < 0:
+        for name in ("train_epochs", "pseudo_chunks", "budget_per_round", "plateau_chunks",
+                     "plateau_tol"):  # fmt: skip
+            if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"al.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.pseudo_threshold <= 1:
             raise ValueError(f"al.pseudo_threshold must be in [0, 1], got {self.pseudo_threshold}")
-        if self.plateau_chunks < 0 or not self.plateau_tol >= 0:
-            raise ValueError(f"al.plateau_chunks and al.plateau_tol must be >= 0, got "
-                             f"{self.plateau_chunks} and {self.plateau_tol}")  # fmt: skip
         for key, allowed in (("seed_unit", ("image", "superpixel")),
                              ("annotator", ("oracle", "human")),
                              ("label_format", ("train_ids", "label_ids")),

@@ -182,6 +182,16 @@ PRESETS["quick_plateau2"] = {
     "al": {**PRESETS["quick"]["al"], "plateau_chunks": 2},
     "runs": PRESETS["quick"]["runs"][:4],
 }
+# ``quick``'s superpixel pair with each round trained as the ceiling is: up to 6 more
+# chunks, stopping at two flat chunks in a row (al.plateau_patience 2, the ceiling's
+# patience). With one flat chunk ending a round, 40-53 % of ``quick_plateau2``'s trainings
+# were still rising at its cap, and converged_sets found the rounds' sets worth more than
+# their own models: do converged rounds move the curves, or MC variance against random?
+PRESETS["quick_patience"] = {
+    **PRESETS["quick"],
+    "al": {**PRESETS["quick"]["al"], "plateau_chunks": 6, "plateau_patience": 2},
+    "runs": [("superpixel", "random"), ("superpixel", "mc_variance")],
+}
 # Every refinement on its own, superpixel unit, in the ``standard`` setting: run with
 # ``--ceilings-from`` a standard result and join it with ``--merge`` (~35 min a pair of
 # runs: a strategy or a seed per sitting).
@@ -647,7 +657,7 @@ def _run_settings(preset: dict) -> str:
 #: ``al`` settings full supervision does not read: results that differ only in these
 #: share their ceilings (the ceiling trains every pool image for the AL run's steps,
 #: then to its own plateau).
-NOT_IN_CEILING = ("plateau_chunks", "plateau_tol", "train_epochs")
+NOT_IN_CEILING = ("plateau_chunks", "plateau_tol", "plateau_patience", "train_epochs")
 
 
 def _ceiling_settings(preset: dict) -> str:

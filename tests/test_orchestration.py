@@ -40,8 +40,8 @@ al: {{unit: superpixel, strategy: mc_variance, rounds: 1, initial_images: 2,
      seed: 0, heat_stride: 4, out: data/runs/al, annotator: {annotator}, label_format: train_ids,
      export: {export}, export_formats: [label-studio, cvat], image_url_prefix: null,
      score_resolution: feature, score_batch_pixels: 2097152, plateau_chunks: 0,
-     plateau_tol: 0.005, pseudo_threshold: 0.0, pseudo_chunks: 2, seed_unit: image,
-     seed_budget: 0}}
+     plateau_tol: 0.005, plateau_patience: 1, pseudo_threshold: 0.0, pseudo_chunks: 2,
+     seed_unit: image, seed_budget: 0}}
 rounds:
   r1: {{prev: r0}}
 """

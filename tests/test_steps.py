@@ -188,6 +188,41 @@ def test_plateau_training_goes_on_until_val_miou_stops_and_keeps_the_best(synthe
     assert stopped.val_curve[0] == pytest.approx(plain_miou, abs=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("patience", "chunks_run", "kept"),
+    [
+        (1, 2, "c-2.pt"),  # stops at the first flat chunk (0.312: +0.002 < tol)
+        (2, 5, "c-5.pt"),  # a flat chunk, then +0.018: goes on; two flat in a row: stops
+        (3, 6, "c-5.pt"),  # the cap of 6 chunks comes first; the best is still chunk 5
+    ],
+)
+def test_plateau_patience_counts_flat_chunks_in_a_row(patience, chunks_run, kept):
+    from alseg_core.pipeline.steps.train import Plateau, _Chunks
+    from alseg_core.training import TrainResult
+
+    # Val mIoU after the first chunk and after each further one (by checkpoint name).
+    val = {"c-0.pt": 0.300, "c-1.pt": 0.310, "c-2.pt": 0.312, "c-3.pt": 0.330,
+           "c-4.pt": 0.331, "c-5.pt": 0.3345, "c-6.pt": 0.320}  # fmt: skip
+    fitted = []
+
+    def fit(url, init):
+        fitted.append((url, init))
+        return TrainResult(url, epochs_run=2, resumed_from_epoch=0, final_loss=1.0, seconds=0.0)
+
+    run = _Chunks("c-0.pt", val["c-0.pt"], fit("c-0.pt", None))
+    run.go_on(fit, 6, Plateau(6, 0.005, patience), val.__getitem__, "c")
+    assert len(run.curve) == 1 + chunks_run
+    assert run.best_url == kept and run.best == val[kept]
+    assert run.epochs == 2 * (1 + chunks_run)
+    # Each chunk starts from the one before it, flat or not.
+    assert fitted[1:] == [(f"c-{n}.pt", f"c-{n - 1}.pt") for n in range(1, chunks_run + 1)]
+
+
+def test_plateau_patience_must_be_at_least_one(synthetic_root, tmp_path):
+    with pytest.raises(ValueError, match=r"al.plateau_patience must be >= 1, got 0"):
+        _cfg(synthetic_root, tmp_path, plateau_patience=0)
+
+
 @pytest.fixture(scope="module")
 def two_rounds(synthetic_root, tmp_path_factory):
     """A run through round 1's merge: whole seed images and superpixels in others."""

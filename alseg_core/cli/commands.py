@@ -114,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             train_steps=cfg.al.train_steps, min_epochs=cfg.al.train_epochs,
             loss_prediction=get_strategy(cfg.al.strategy).loss_prediction,
             progress=not args.no_progress,
-            plateau=Plateau(cfg.al.plateau_chunks, cfg.al.plateau_tol),
+            plateau=Plateau.of(cfg.al),
             eval_batch_size=cfg.eval.batch_size,
         )  # fmt: skip
         what = args.labelled

@@ -68,8 +68,8 @@ STEP_PARAMS: dict[str, tuple[str, ...]] = {
     "annotate": ("al.annotator", "al.label_format"),
     "merge": ("al.label_format",),
     "train": ("model", "train", "al.train_steps", "al.train_epochs", "al.strategy",
-              "al.finetune", "al.plateau_chunks", "al.plateau_tol", "al.pseudo_threshold",
-              "al.pseudo_chunks", "eval.batch_size"),
+              "al.finetune", "al.plateau_chunks", "al.plateau_tol", "al.plateau_patience",
+              "al.pseudo_threshold", "al.pseudo_chunks", "eval.batch_size"),
     "evaluate": ("eval.batch_size", "model.name", "model.num_classes"),
     "publish": ("al.unit", "al.strategy", "model.name"),
 }  # fmt: skip
@@ -249,7 +249,7 @@ class RoundEngine:
             finetune=cfg.al.finetune, model=cfg.model, train=cfg.train,
             train_steps=cfg.al.train_steps, min_epochs=cfg.al.train_epochs,
             loss_prediction=get_strategy(cfg.al.strategy).loss_prediction,
-            progress=self.progress, plateau=Plateau(cfg.al.plateau_chunks, cfg.al.plateau_tol),
+            progress=self.progress, plateau=Plateau.of(cfg.al),
             eval_batch_size=cfg.eval.batch_size,
             self_training=SelfTraining(cfg.al.pseudo_threshold, cfg.al.pseudo_chunks),
         )  # fmt: skip

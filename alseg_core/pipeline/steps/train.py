@@ -15,7 +15,7 @@ from alseg_core.pipeline.pool import Pool
 from alseg_core.training_spec import TrainConfig, TrainItem
 
 if TYPE_CHECKING:
-    from alseg_core.config import ModelConfig
+    from alseg_core.config import ALConfig, ModelConfig
     from alseg_core.training import TrainResult
 
     _Fit = Callable[[str, str | None], TrainResult]  # train to url from init's weights
@@ -50,18 +50,26 @@ def round_schedule(
 
 @dataclass(frozen=True)
 class Plateau:
-    """Train each round until val mIoU stops improving (al.plateau_chunks, al.plateau_tol).
+    """Train each round until val mIoU stops improving (al.plateau_chunks, al.plateau_tol,
+    al.plateau_patience).
 
     After the round's first chunk (``train_steps`` steps, at least ``train_epochs``
     epochs), up to ``chunks`` more chunks as long run, each from the previous chunk's
-    weights (poly learning rate restarted); the round stops at the first chunk that
-    gains less than ``tol`` mIoU on the validation split and keeps the best checkpoint.
-    The same rule for every strategy, so a curve is not
-    limited by the optimiser steps its strategy happened to be given.
+    weights (poly learning rate restarted); the round stops once ``patience`` chunks in a
+    row each gain less than ``tol`` mIoU on the validation split over the best before
+    them (early stopping's patience: one flat chunk of a noisy val curve is not yet a
+    plateau) and keeps the best checkpoint. The same rule for every strategy, so a curve
+    is not limited by the optimiser steps its strategy happened to be given.
     """
 
     chunks: int = 0
     tol: float = 0.005
+    patience: int = 1
+
+    @classmethod
+    def of(cls, al: ALConfig) -> Plateau:
+        """The rule params.yaml's ``al`` section sets."""
+        return cls(al.plateau_chunks, al.plateau_tol, al.plateau_patience)
 
 
 @dataclass(frozen=True)
@@ -198,8 +206,8 @@ def train_step(
         url = f"{scratch}/chunk-0.pt"
         first = fit(url, init)
         run = _Chunks(url, val_miou(url), first)
-        tol = plateau.tol if plateau else Plateau().tol
-        run.go_on(fit, chunks, tol, val_miou, f"{scratch}/chunk")
+        rule = plateau or Plateau()
+        run.go_on(fit, chunks, rule, val_miou, f"{scratch}/chunk")
         plain = len(run.curve)
         if self_training_on:
             pseudo = pseudo_label_items(
@@ -213,7 +221,7 @@ def train_step(
             # From the best checkpoint so far: pseudo-labels of a worse model would teach
             # its mistakes.
             run.url = run.best_url
-            run.go_on(fit_pseudo, self_training.chunks, tol, val_miou, f"{scratch}/pseudo-chunk")
+            run.go_on(fit_pseudo, self_training.chunks, rule, val_miou, f"{scratch}/pseudo-chunk")
         storage.write_bytes(out, storage.read_bytes(run.best_url))
     return TrainResult(
         out, run.epochs, first.resumed_from_epoch, run.loss, run.seconds, tuple(run.curve),
@@ -230,11 +238,13 @@ class _Chunks:
         self.epochs, self.seconds = first.epochs_run, first.seconds
 
     def go_on(
-        self, fit: _Fit, chunks: int, tol: float,
+        self, fit: _Fit, chunks: int, rule: Plateau,
         val_miou: Callable[[str], float], prefix: str,
     ) -> None:  # fmt: skip
-        """Up to ``chunks`` chunks, each from the previous one's weights, until one gains
-        less than ``tol`` over the best before it."""
+        """Up to ``chunks`` chunks, each from the previous one's weights, until
+        ``rule.patience`` in a row each gain less than ``rule.tol`` over the best before
+        it."""
+        flat = 0
         for n in range(1, chunks + 1):
             nxt = f"{prefix}-{n}.pt"
             result = fit(nxt, self.url)
@@ -245,7 +255,8 @@ class _Chunks:
             gain = self.curve[-1] - self.best
             if self.curve[-1] > self.best:
                 self.best, self.best_url, self.loss = self.curve[-1], nxt, result.final_loss
-            if gain < tol:
+            flat = flat + 1 if gain < rule.tol else 0
+            if flat >= rule.patience:
                 break
 
 
