@@ -11,6 +11,7 @@ import torch
 from alseg_core.datasets import cityscapes
 from alseg_core.datasets.transforms import to_tensor
 from alseg_core.models import SegmentationModel, class_map
+from alseg_core.types import IGNORE_INDEX
 
 T = TypeVar("T")
 
@@ -114,7 +115,6 @@ def predict(
                      IGNORE_INDEX (pseudo-labels keep only what the model is sure of).
     """
     from alseg_core.progress import progress_bar
-    from alseg_core.types import IGNORE_INDEX
 
     dev = resolve_device(device)
     model.to(dev).eval()

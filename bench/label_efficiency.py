@@ -426,14 +426,15 @@ def chunks_to_plateau(
     """The ceiling's chunks from ``ckpt`` (val mIoU ``best`` so far): ``<prefix>-N.pt``
     until ``ceiling_patience`` chunks in a row each gained < ``ceiling_tol`` over the best
     before it, or ``ceiling_max_chunks`` ran; val mIoU after each."""
+    from alseg_core.pipeline.steps.train import Plateau
+
+    rule = Plateau(preset["ceiling_max_chunks"], preset["ceiling_tol"], ceiling_patience(preset))
     curve: list[float] = []
-    flat = 0
-    for n in range(preset["ceiling_max_chunks"]):
+    for n in range(rule.chunks):
         nxt = f"{prefix}-{n + 1}.pt"
         curve.append(fit(nxt, chunk, ckpt))
         ckpt = nxt
-        flat = flat + 1 if curve[-1] - max([best, *curve[:-1]]) < preset["ceiling_tol"] else 0
-        if flat >= ceiling_patience(preset):
+        if rule.reached([best, *curve]):
             break
     return curve
 

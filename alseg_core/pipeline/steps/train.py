@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -70,6 +70,14 @@ class Plateau:
     def of(cls, al: ALConfig) -> Plateau:
         """The rule params.yaml's ``al`` section sets."""
         return cls(al.plateau_chunks, al.plateau_tol, al.plateau_patience)
+
+    def reached(self, curve: Sequence[float]) -> bool:
+        """Whether ``curve`` (val mIoU before the chunks, then after each) ends in
+        ``patience`` chunks that each gained less than ``tol`` over the best before it."""
+        start = len(curve) - self.patience
+        return start >= 1 and all(
+            curve[i] - max(curve[:i]) < self.tol for i in range(start, len(curve))
+        )
 
 
 @dataclass(frozen=True)
@@ -241,10 +249,9 @@ class _Chunks:
         self, fit: _Fit, chunks: int, rule: Plateau,
         val_miou: Callable[[str], float], prefix: str,
     ) -> None:  # fmt: skip
-        """Up to ``chunks`` chunks, each from the previous one's weights, until
-        ``rule.patience`` in a row each gain less than ``rule.tol`` over the best before
-        it."""
-        flat = 0
+        """Up to ``chunks`` chunks, each from the previous one's weights, until ``rule``
+        says the plateau is reached (each chunk judged against the best before it)."""
+        judged = [self.best]
         for n in range(1, chunks + 1):
             nxt = f"{prefix}-{n}.pt"
             result = fit(nxt, self.url)
@@ -252,11 +259,10 @@ class _Chunks:
             self.seconds += result.seconds
             self.url = nxt
             self.curve.append(val_miou(nxt))
-            gain = self.curve[-1] - self.best
+            judged.append(self.curve[-1])
             if self.curve[-1] > self.best:
                 self.best, self.best_url, self.loss = self.curve[-1], nxt, result.final_loss
-            flat = flat + 1 if gain < rule.tol else 0
-            if flat >= rule.patience:
+            if rule.reached(judged):
                 break
 
 
