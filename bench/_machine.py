@@ -49,12 +49,13 @@ def code() -> str:
     return f"git {c}" if (c := commit()) else "unknown commit"
 
 
-def footer(start: float, command: str, note: str = "") -> str:
+def footer(start: float | None, command: str, note: str = "") -> str:
     """A result's last lines: the machine, the commit, the wall time since ``start``
-    (with ``note``) and the command that made it."""
-    minutes = (time.perf_counter() - start) / 60
-    return (f"\nMachine: {describe()}. Code: {code()}. Wall time: {minutes:.1f} min{note}.\n"
-            f"Command: `{command}`\n")  # fmt: skip
+    (with ``note``; none when ``start`` is None: a report of runs timed elsewhere) and
+    the command that made it."""
+    minutes = None if start is None else (time.perf_counter() - start) / 60
+    wall = "" if minutes is None else f" Wall time: {minutes:.1f} min{note}."
+    return f"\nMachine: {describe()}. Code: {code()}.{wall}\nCommand: `{command}`\n"
 
 
 def write_table(lines: list[str], out: Path, script: str, start: float, note: str = "") -> str:

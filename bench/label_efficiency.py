@@ -569,7 +569,7 @@ def run(
     diagnosis = _mean_diagnosis(jobs_list, [d for _, d in results])
     if check is not None:
         md = compare(rows, check, preset_name, time.perf_counter() - start)
-        md += f"Machine: {describe()}. Code: {code()}.\nCommand: `{command}`\n"
+        md += _footer(None, command)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text(md)
         _write_csv(rows, out)  # this run's rows, weights included: a check of the check
@@ -630,8 +630,7 @@ def report_from_work(
                           f"--from-work {work} --ceilings-from {ceilings_from}")  # fmt: skip
     footer = (
         f"\nReported from the {len(jobs)} runs that finished in {work} (`--from-work`); "
-        f"ceilings from `{ceilings_from}`.\nMachine: {describe()}. Code: {code()}.\n"
-        f"Command: `{command}`\n"
+        f"ceilings from `{ceilings_from}`." + _footer(None, command)
     )
     extra = {"machine": describe(), "code": code(), "ceilings_from": str(ceilings_from)}
     diagnosis = _mean_diagnosis(jobs, diagnoses)

@@ -92,6 +92,11 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
     lines = lambda p: sorted(p.with_suffix(".csv").read_text().splitlines())  # noqa: E731
     assert lines(again) == lines(out)
     assert json.loads(again.with_suffix(".json").read_text())["diagnosis"] == saved["diagnosis"]
+    footer = again.with_suffix(".md").read_text()
+    assert "Reported from the " in footer and "Machine: " in footer and "Code: " in footer
+    assert "Wall time" not in footer  # the runs were timed in their own report
+    command = "Command: `.venv/bin/python bench/label_efficiency.py --preset tiny --from-work "
+    assert command in footer
     (tmp_path / "work" / "runs" / "superpixel-mc_variance-s1" / "bench.log").unlink()
     bench.report_from_work("tiny", tmp_path / "work", again, ceilings_from=out)
     left = {
@@ -182,6 +187,7 @@ def test_tiny_benchmark_writes_consistent_csv_plot_and_summary(tmp_path):
     assert f"within the earlier run's std over seeds: {n_rows}/{n_rows}" in report
     # and the same weights, round by round (mIoU to 4 digits could hide a difference)
     assert f"Same weights (sha256 of the round's model): {n_rows}/{n_rows}." in report
+    assert "\nMachine: " in report and "\nCommand: `" in report and "--check" in report
     # its own rows are written beside the report (a later check can compare with them)
     rerun_rows = lines(check)[:-1]  # the header sorts last ("strategy" > "mc_...")
     assert rerun_rows == [r for r in lines(out) if r.startswith("mc_variance,superpixel,1,")]
