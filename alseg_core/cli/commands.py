@@ -301,6 +301,17 @@ def cmd_round_add(args: argparse.Namespace) -> None:
     print(f"added round {new.k} (after round {new.prev}) to {path}")
 
 
+def cmd_params_fill(args: argparse.Namespace) -> None:
+    from alseg_core.pipeline.upgrade import fill_params
+
+    path = args.params or "params.yaml"
+    added = fill_params(path)
+    for key, value in added.items():
+        print(f"added {key}: {value!r} (its default) to {path}")
+    if not added:
+        print(f"{path} has every key dvc.yaml's stages read")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     import runpy
     from pathlib import Path

@@ -212,6 +212,10 @@ def _round(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["add"])
 
 
+def _params(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["fill"])
+
+
 def _bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
 
@@ -260,6 +264,8 @@ COMMANDS: list[tuple[str, Command, Callable[[argparse.ArgumentParser], None], st
     ("step", c.cmd_step, _step,
      "one step of one pipeline round with the round layout's paths (what dvc.yaml runs)"),
     ("round", c.cmd_round_add, _round, "extend params.yaml's rounds list by one round"),
+    ("params", c.cmd_params_fill, _params,
+     "add the keys dvc.yaml's stages read that params.yaml lacks, at their defaults"),
     ("bench", c.cmd_bench, _bench,
      "label-efficiency benchmark (bench/label_efficiency.py; e.g. --preset quick)"),
     ("run", c.cmd_run, _run,
