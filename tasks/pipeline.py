@@ -56,13 +56,27 @@ def _env() -> dict[str, str]:
     return env
 
 
+#: DVC's refusal when dvc.yaml lists a param that params.yaml lacks (after an upgrade).
+MISSING_PARAMS = "are missing from 'params.yaml'"
+
+
+def _hint(out: str) -> str:
+    if MISSING_PARAMS in out:
+        return (
+            "\nparams.yaml lacks keys this version's stages read: `alseg params fill` adds "
+            "them at their defaults (README: Upgrading alseg in a repo with finished rounds)"
+        )
+    return ""
+
+
 def _run(args: list[str], repo: str) -> str:
     env = _env()
     result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
     if result.returncode != 0:
+        out, err = result.stdout, result.stderr
         raise RuntimeError(
             f"{' '.join(args)} failed in {repo} (exit {result.returncode}):\n"
-            f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+            f"{out[-2000:]}\n{err[-4000:]}{_hint(out + err)}"
         )
     return result.stdout
 
@@ -83,7 +97,9 @@ def _stream(args: list[str], repo: str, on_line: Callable[[str], None]) -> str:
         code = proc.wait()
     out = "".join(lines)
     if code != 0:
-        raise RuntimeError(f"{' '.join(args)} failed in {repo} (exit {code}):\n{out[-6000:]}")
+        raise RuntimeError(
+            f"{' '.join(args)} failed in {repo} (exit {code}):\n{out[-6000:]}{_hint(out)}"
+        )
     return out
 
 

@@ -118,3 +118,20 @@ def test_dvc_runs_again_once_the_missing_keys_are_filled(tmp_path):
     after = subprocess.run(dry, cwd=repo, capture_output=True, text=True)
     assert after.returncode == 0, after.stdout + after.stderr
     assert "alseg step train --round r0" in after.stdout
+
+
+def test_the_flow_names_the_fix_when_dvc_finds_params_missing(tmp_path):
+    from tasks.pipeline import _run, _stream
+
+    message = "ERROR: Parameters 'al.plateau_patience' are missing from 'params.yaml'."
+    refuse = [sys.executable, "-c", f"import sys; sys.exit({message!r})"]
+    for call in (
+        lambda: _run(refuse, str(tmp_path)),
+        lambda: _stream(refuse, str(tmp_path), print),
+    ):
+        with pytest.raises(RuntimeError, match=r"(?s)al\.plateau_patience.*`alseg params fill`"):
+            call()
+    other = [sys.executable, "-c", "import sys; sys.exit('ERROR: some other failure')"]
+    with pytest.raises(RuntimeError) as err:
+        _run(other, str(tmp_path))
+    assert "alseg params fill" not in str(err.value)
