@@ -7,9 +7,10 @@ pixels its delivery labelled (``r<k>/delivery/*.png``, train ids, 255 = not labe
 their share by class, the images touched and the true cost (the labelled set's
 history). Then, per unit and strategy, means over seeds: the class shares round by
 round beside the pool's (all pool images' ground truth, i.e. what random whole images
-buy on average), and the val IoU of the small classes after each round (``r<k>/
-metrics.json``). A curve that loses to another shows here which classes its rounds paid
-for and which they skipped.
+buy on average), the same for the instances each round paid for (its cost by class),
+and the val IoU of every class after each round (``r<k>/metrics.json``), under the
+ceiling's (``--ceilings``: ``alseg evaluate --json`` of its checkpoints). A curve that
+loses to another shows here which classes its rounds paid for and which they skipped.
 
     .venv/bin/python bench/purchases.py --work <work> [<work> ...] --out <report.md>
 """
@@ -30,9 +31,6 @@ sys.path.insert(0, str(HERE))
 from _machine import footer  # noqa: E402
 
 RUN = re.compile(r"^(image|superpixel)-(.+)-s(\d+)$")
-#: The classes every curve leaves near 0 IoU (and traffic sign, person: low but moving).
-SMALL = ("wall", "fence", "pole", "traffic light", "traffic sign", "person", "rider",
-         "motorcycle", "bicycle")  # fmt: skip
 
 
 def _hist(paths: list[Path]) -> np.ndarray:
@@ -47,35 +45,62 @@ def _hist(paths: list[Path]) -> np.ndarray:
     return counts
 
 
-def pool_mix(run: Path) -> np.ndarray:
-    """Pixel counts by class over the ground truth of the run's pool images."""
+def key_class(key: str) -> int:
+    """The train id of an instance key (``i<instance id>`` or ``s<train id>_<k>``)."""
+    from alseg_core.datasets.labels import ID_TO_TRAIN_ID
+
+    if key.startswith("i"):
+        return int(ID_TO_TRAIN_ID[int(key[1:]) // 1000])
+    return int(key[1:].split("_", 1)[0])
+
+
+def _key_hist(keys) -> np.ndarray:
+    from alseg_core.types import NUM_CLASSES
+
+    classes = [key_class(k) for k in keys]
+    return np.bincount([c for c in classes if c < NUM_CLASSES], minlength=NUM_CLASSES)
+
+
+def pool_mix(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels, instances) by class over the ground truth of the run's pool images:
+    instances as the oracle charges them (one per thing, one per stuff component)."""
+    from alseg_core.active.costs import component_map
     from alseg_core.datasets import cityscapes
     from alseg_core.types import NUM_CLASSES
 
     pool = json.loads((run / "pool.json").read_text())
-    counts = np.zeros(NUM_CLASSES, np.int64)
+    pixels = np.zeros(NUM_CLASSES, np.int64)
+    instances = np.zeros(NUM_CLASSES, np.int64)
     for item in pool["pool"]:
-        label = cityscapes.read_label(cityscapes.Sample(**item))
-        counts += np.bincount(label[label < NUM_CLASSES].ravel(), minlength=NUM_CLASSES)
-    return counts
+        sample = cityscapes.Sample(**item)
+        label = cityscapes.read_label(sample)
+        ids = cityscapes.read_instances(sample, shape=label.shape) if sample.instance_url else None
+        pixels += np.bincount(label[label < NUM_CLASSES].ravel(), minlength=NUM_CLASSES)
+        instances += _key_hist(component_map(label, ids)[1])
+    return pixels, instances
 
 
 def read_run(run: Path) -> list[dict]:
     """One dict per acquisition round whose delivery and model's metrics are there."""
-    from alseg_core.labels import load_state
+    from alseg_core.labels import LabelState, load_state
 
     rounds = sorted(int(p.name[1:]) for p in run.glob("r[0-9]*") if p.name[1:].isdigit())
     done = [k for k in rounds if k >= 1 and (run / f"r{k}" / "metrics.json").exists()]
     if not done:
         return []
-    history = load_state(str(run / f"r{done[-1]}" / "labelled")).history
+    states = {k: load_state(str(run / f"r{k}" / "labelled")) for k in [0, *done]}
+    history = states[done[-1]].history
     out = []
     for k in done:
         pngs = sorted((run / f"r{k}" / "delivery").glob("*.png"))
         metrics = json.loads((run / f"r{k}" / "metrics.json").read_text())
+        before, after = states.get(k - 1, LabelState()), states[k]
+        new = [after.instance_keys(i) - before.instance_keys(i) for i in after.images]
+        new_keys = [key for keys in new for key in keys]
         out.append({
             "round": k, "pixels": _hist(pngs), "images": len(pngs),
             "cost": sum(h.cost for h in history if h.round == k),
+            "instances": _key_hist(new_keys),
             "iou": metrics["per_class_IoU"], "miou": metrics["mIoU"],
         })  # fmt: skip
     return out
@@ -87,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, nargs="+", required=True)
     ap.add_argument("--out", type=Path, default=None, help="markdown file (default: stdout)")
+    ap.add_argument("--ceilings", type=Path, nargs="*", default=[],
+                    help="`alseg evaluate --json` of the ceiling's checkpoints (a row above "
+                    "the rounds' IoU: the mean of these)")  # fmt: skip
     args = ap.parse_args(argv)
     start = time.perf_counter()
     runs = sorted((r for w in args.work for r in (w / "runs").iterdir() if RUN.match(r.name)),
@@ -103,51 +131,69 @@ def main(argv: list[str] | None = None) -> int:
     if mix is None:
         raise SystemExit(f"{[str(w) for w in args.work]}: no finished run with deliveries")
     names = list(TRAIN_CLASS_NAMES)
-    head = "| unit | strategy | round | seeds | images | cost | px / cost | " + " | ".join(
-        names
-    ) + " |"  # fmt: skip
-    lines = [
-        "# What each round bought, by class",
-        "",
+
+    def share_table(field: str, pool: np.ndarray, intro: str) -> list[str]:
+        """Per unit, strategy and round: seeds, images, cost, pixels per cost and the
+        class shares of ``field`` (mean over seeds), under a 'pool' row."""
+        out = [intro, "", "| unit | strategy | round | seeds | images | cost | px / cost | "
+               + " | ".join(names) + " |", "|" + "---|" * (7 + len(names)),
+               "| pool | - | - | - | - | - | - | "
+               + " | ".join(f"{100 * v:.1f}" for v in pool / pool.sum()) + " |"]  # fmt: skip
+        for (unit, strategy), seeds in sorted(by_kind.items()):
+            for i in range(min(len(r) for r in seeds)):
+                rows = [r[i] for r in seeds]
+                share = np.mean([r[field] / max(1, r[field].sum()) for r in rows], axis=0)
+                px = np.mean([r["pixels"].sum() / max(1, r["cost"]) for r in rows])
+                out.append(
+                    f"| {unit} | {strategy} | {rows[0]['round']} | {len(rows)} | "
+                    f"{np.mean([r['images'] for r in rows]):.0f} | "
+                    f"{np.mean([r['cost'] for r in rows]):.0f} | {px:.0f} | "
+                    + " | ".join(f"{100 * v:.1f}" for v in share) + " |"
+                )  # fmt: skip
+        return out
+
+    lines = ["# What each round bought, by class", ""]
+    lines += share_table(
+        "pixels", mix[0],
         "Share of the round's labelled pixels by class (%), mean over seeds; 'pool': the "
         "class mix of all pool images' ground truth (what random whole images buy on "
         "average). images: images the delivery touched; cost: true cost charged; px / "
         "cost: labelled pixels per cost unit.",
+    )  # fmt: skip
+    lines += [""] + share_table(
+        "instances", mix[1],
+        "Share of the round's cost by class (%): the instances it labelled for the first "
+        "time (one cost unit each: a thing, or a stuff component), mean over seeds; "
+        "'pool': the instances of all pool images.",
+    )  # fmt: skip
+    ceiling_note = "; 'ceiling': full supervision, the mean of the --ceilings checkpoints"
+    lines += [
         "",
-        head,
-        "|" + "---|" * (7 + len(names)),
-        "| pool | - | - | - | - | - | - | "
-        + " | ".join(f"{100 * v:.1f}" for v in mix / mix.sum())
-        + " |",
-    ]
-    iou_lines = [
+        "Val IoU by class after each round, mean over seeds (the model trained on the "
+        "labelled set up to that round), and mIoU" + (ceiling_note if args.ceilings else "")
+        + ":",
         "",
-        "Val IoU of the small classes after each round, mean over seeds (the model trained "
-        "on the labelled set up to that round), and mIoU:",
-        "",
-        "| unit | strategy | round | mIoU | " + " | ".join(SMALL) + " |",
-        "|" + "---|" * (4 + len(SMALL)),
-    ]
+        "| unit | strategy | round | mIoU | " + " | ".join(names) + " |",
+        "|" + "---|" * (4 + len(names)),
+    ]  # fmt: skip
+    if args.ceilings:
+        evals = [json.loads(p.read_text()) for p in args.ceilings]
+        iou = [np.mean([e["per_class_IoU"][c] or 0.0 for e in evals]) for c in names]
+        mean = np.mean([e["mIoU"] for e in evals])
+        lines.append(
+            f"| ceiling | - | - | {mean:.4f} | " + " | ".join(f"{v:.2f}" for v in iou) + " |"
+        )
     for (unit, strategy), seeds in sorted(by_kind.items()):
-        n = min(len(r) for r in seeds)
-        for i in range(n):
+        for i in range(min(len(r) for r in seeds)):
             rows = [r[i] for r in seeds]
-            share = np.mean([r["pixels"] / max(1, r["pixels"].sum()) for r in rows], axis=0)
-            px = np.mean([r["pixels"].sum() / max(1, r["cost"]) for r in rows])
+            iou = [np.mean([r["iou"][c] or 0.0 for r in rows]) for c in names]
             lines.append(
-                f"| {unit} | {strategy} | {rows[0]['round']} | {len(rows)} | "
-                f"{np.mean([r['images'] for r in rows]):.0f} | "
-                f"{np.mean([r['cost'] for r in rows]):.0f} | {px:.0f} | "
-                + " | ".join(f"{100 * v:.1f}" for v in share) + " |"
-            )  # fmt: skip
-            iou = [np.mean([r["iou"][c] for r in rows]) for c in SMALL]
-            iou_lines.append(
                 f"| {unit} | {strategy} | {rows[0]['round']} | "
                 f"{np.mean([r['miou'] for r in rows]):.4f} | "
                 + " | ".join(f"{v:.2f}" for v in iou) + " |"
             )  # fmt: skip
     command = "bench/purchases.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = "\n".join(lines + iou_lines) + "\n" + footer(start, f".venv/bin/python {command}")
+    text = "\n".join(lines) + "\n" + footer(start, f".venv/bin/python {command}")
     if args.out:
         args.out.write_text(text)
     print(text)

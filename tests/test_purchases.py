@@ -44,20 +44,43 @@ def test_a_round_s_purchases_by_class(tmp_path):
     delivered[1, :2] = 0
     delivered[3, :2] = 10
     _png(run / "r1" / "delivery" / "a.png", delivered)
-    iou = {name: 0.5 for name in _load().SMALL}
+    from alseg_core.datasets.labels import TRAIN_CLASS_NAMES
+
+    iou = {name: 0.5 for name in TRAIN_CLASS_NAMES}
+    iou["pole"] = None  # a class absent from val
     (run / "r1" / "metrics.json").write_text(json.dumps({"mIoU": 0.25, "per_class_IoU": iou}))
-    state = LabelState().merged("d1", 1, 4, [ImageLabels("a", frozenset({0, 1}), False)])
+    write_labelled_set(str(run / "r0" / "labelled"), LabelState(), {})
+    # it revealed two road components and one car (label id 26 -> train id 13)
+    keys = frozenset({"s0_0", "s0_1", "i26000"})
+    state = LabelState().merged("d1", 1, 4, [ImageLabels("a", frozenset({0, 1}), False, keys)])
     write_labelled_set(str(run / "r1" / "labelled"), state, {"a": delivered})
 
     out = tmp_path / "p.md"
-    assert _load().main(["--work", str(work), "--out", str(out)]) == 0
+    ceilings = []
+    for k, value in enumerate((0.6, 0.8)):  # two ceiling checkpoints: road 0.6, 0.8
+        ceilings.append(tmp_path / f"ceiling{k}.json")
+        per_class = {**iou, "road": value}
+        ceilings[-1].write_text(json.dumps({"mIoU": value / 2, "per_class_IoU": per_class}))
+    argv = ["--work", str(work), "--out", str(out), "--ceilings", *map(str, ceilings)]
+    assert _load().main(argv) == 0
     text = out.read_text()
     pool_row = next(line for line in text.splitlines() if line.startswith("| pool |"))
     cells = [c.strip() for c in pool_row.strip("|").split("|")]
     assert cells[7] == "50.0" and cells[7 + 10] == "50.0"  # road, sky: half the pool each
-    row = next(line for line in text.splitlines() if line.startswith("| superpixel | random | 1"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    pixel_row, instance_row = (
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in text.splitlines() if line.startswith("| superpixel | random | 1 | 1 |")
+    )  # fmt: skip
     # seeds 1, images 1, cost 4, 8 labelled pixels / 4 cost units, road 6/8, sky 2/8
-    assert cells[3:7] == ["1", "1", "4", "2"]
-    assert cells[7] == "75.0" and cells[7 + 10] == "25.0"
-    assert "| superpixel | random | 1 | 0.2500 | 0.50 |" in text
+    assert pixel_row[3:7] == ["1", "1", "4", "2"]
+    assert pixel_row[7] == "75.0" and pixel_row[7 + 10] == "25.0"
+    # the cost by class: 2 of the 3 new instances road, 1 car
+    assert instance_row[7] == "66.7" and instance_row[7 + 13] == "33.3"
+    assert instance_row[7 + 10] == "0.0"
+    # val IoU by class under the ceilings' mean (road first; pole absent counts 0)
+    assert "| ceiling | - | - | 0.3500 | 0.70 | 0.50 |" in text
+    assert "| superpixel | random | 1 | 0.2500 | 0.50 | 0.50 |" in text
+    iou_row = next(
+        line for line in text.splitlines() if line.startswith("| superpixel | random | 1 | 0.25")
+    )
+    assert iou_row.strip("|").split("|")[4 + 5].strip() == "0.00"  # pole
