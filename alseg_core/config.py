@@ -53,11 +53,11 @@ class SuperpixelConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # LR-ASPP is the CPU default (about 4x DRN-D-22's training throughput at 128x256);
-    # drn_d_22 is the reference model and the default of the GPU presets.
+    # LR-ASPP: the CPU default (~4x DRN-D-22's training speed); drn_d_22: the reference's.
     name: str = "lraspp_mobilenet_v3_large"
     dropout: float = 0.5
     num_classes: int = 19
+    pretrained: str | None = None  # weights to start from (path/URL; models/pretrained.py)
 
     def __post_init__(self) -> None:
         from alseg_core.models.registry import MODEL_REGISTRY

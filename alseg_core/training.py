@@ -28,6 +28,7 @@ from alseg_core.datasets.train_set import (  # re-exported: callers import them 
 from alseg_core.distributed import Distributed
 from alseg_core.inference import resolve_device
 from alseg_core.models import SegmentationModel, build_model
+from alseg_core.models.pretrained import load_pretrained
 from alseg_core.progress import progress_bar
 from alseg_core.training_spec import TrainConfig, TrainItem
 from alseg_core.types import IGNORE_INDEX
@@ -166,6 +167,7 @@ def train(
     num_classes: int = 19,
     dropout: float = 0.5,
     init_from: str | None = None,
+    pretrained: str | None = None,
     learning_loss: bool = False,
     resume: bool = True,
     progress: bool = True,
@@ -176,6 +178,8 @@ def train(
     """Train ``model_name`` on ``items``; the checkpoint at ``checkpoint_url`` is the result.
 
     init_from : checkpoint whose weights start training (e.g. the previous round's).
+    pretrained : without ``init_from``, weights to start from instead of random ones
+                (``model.pretrained``: :mod:`alseg_core.models.pretrained`).
     resume    : a finished checkpoint of the same configuration and data at
                 ``checkpoint_url`` is returned as is; otherwise training continues from
                 ``<checkpoint_url>.partial`` (see ``train.checkpoint_every_s``; removed once the
@@ -208,6 +212,10 @@ def train(
         init = load_model(init_from, model_name=model_name, num_classes=num_classes)
         # strict=False: a loss-prediction module may be present on one side only.
         model.load_state_dict(init.state_dict(), strict=False)
+    elif pretrained:
+        loaded = load_pretrained(model, pretrained)
+        if log is not None:
+            log(loaded.summary())
     model.to(device)
     # The fused kernel: one pass over all parameters per step instead of a loop of small
     # ops (the loop was ~9 % of a CPU round's time; same update rule).
@@ -217,7 +225,10 @@ def train(
     )  # fmt: skip
     # The starting weights enter the identity by content, so the same run gives the same
     # checkpoint whatever folder the previous round's checkpoint sits in.
-    init_id = hashlib.sha256(storage.read_bytes(init_from)).hexdigest() if init_from else None
+    start_from = init_from or pretrained
+    init_id = hashlib.sha256(storage.read_bytes(start_from)).hexdigest() if start_from else None
+    if pretrained and not init_from:
+        init_id = f"pretrained:{init_id}"
     identity = _run_identity(items, model_name, cfg, init_id, learning_loss, data_fingerprint)
     partial_url = checkpoint_url + ".partial"
     finished = _same_run(checkpoint_url, identity, cfg) if resume else None

@@ -178,6 +178,7 @@ def train_step(
             return run_training(
                 on, model_name=model.name, checkpoint_url=url, cfg=cfg,
                 num_classes=model.num_classes, dropout=model.dropout, init_from=init,
+                pretrained=model.pretrained,
                 learning_loss=loss_prediction, progress=progress, log=log,
                 data_fingerprint=data,
             )  # fmt: skip
@@ -288,6 +289,7 @@ def train_on_split(
         num_classes=model.num_classes,
         dropout=model.dropout,
         init_from=init_from,
+        pretrained=model.pretrained,
         resume=resume,
         progress=progress,
     )
