@@ -51,8 +51,8 @@ def test_fill_writes_whole_missing_sections_before_rounds(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(
         "# my experiment\ndata: {root: /data/cs, pool_split: train, val_split: val}\n"
-        "al:\n  unit: image   # whole images\n  budget_per_round: 900\n"
-        "rounds:\n  r1: {prev: r0}\n"
+        "al:     # the loop\n  unit: image   # whole images\n  budget_per_round: 900\n"
+        "\n# --- the rounds, last ---\nrounds:\n  r1: {prev: r0}\n"
     )
     added = fill_params(str(path))
     assert added["train"]["lr"] == 1e-3 and added["train"]["scale_range"] == (0.75, 1.25)
@@ -63,6 +63,11 @@ def test_fill_writes_whole_missing_sections_before_rounds(tmp_path):
     assert cfg.data.root == "/data/cs" and cfg.train.scale_range == (0.75, 1.25)
     text = path.read_text()
     assert text.startswith("# my experiment\n") and "  unit: image   # whole images\n" in text
+    assert "\nal:     # the loop\n  unit: image" in text  # its header as it was
+    # al's new keys follow its last key, not the margin comment that opens the rounds
+    lines = text.splitlines()
+    assert lines[lines.index("  budget_per_round: 900") + 1].startswith("  ")
+    assert lines[lines.index("# --- the rounds, last ---") + 1] == "rounds:"
     assert text.rstrip().endswith("rounds:\n  r1: {prev: r0}")
     assert add_round(str(path)).k == 2  # `alseg round add` still finds rounds last
     assert missing_params(yaml.safe_load(path.read_text())) == {}

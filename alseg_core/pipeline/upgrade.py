@@ -46,9 +46,13 @@ def missing_params(raw: dict) -> dict[str, Any]:
         default = getattr(defaults, section)
         if key in whole:
             out[key] = {f.name: getattr(default, f.name) for f in dataclasses.fields(default)}
-        elif name and section not in whole and name not in (raw.get(section) or {}):
+        elif name and section not in whole and not _has(raw.get(section), name):
             out[key] = getattr(default, name)
     return out
+
+
+def _has(section: Any, name: str) -> bool:
+    return isinstance(section, dict) and name in section
 
 
 def _top_level(lines: list[str]) -> list[int]:
@@ -93,15 +97,19 @@ def fill_params(path: str) -> dict[str, Any]:
             )
         if heads:
             at = heads[0]
-            comment = _header(lines[at])[2]
-            lines[at] = f"{section}:" + (f"  {comment}" if comment else "")  # drop {} / null
+            _, value, comment = _header(lines[at])
+            if value:  # {} / null: the section gets a block of keys
+                lines[at] = f"{section}:" + (f"  {comment}" if comment else "")
             nxt = next((i for i in top if i > at), len(lines))
-            body = [i for i in range(at + 1, nxt) if lines[i].strip()]
+            # its indented lines (a comment at the margin belongs to what follows)
+            body = [i for i in range(at + 1, nxt) if lines[i][:1] in (" ", "\t")]
             indent = " " * (len(lines[body[0]]) - len(lines[body[0]].lstrip())) if body else "  "
             end = (body[-1] + 1) if body else at + 1
         else:
             rounds = [i for i in top if _header(lines[i])[0] == "rounds"]
             end = rounds[0] if rounds else len(lines)
+            while rounds and end > 0 and lines[end - 1][:1] in ("", "#"):
+                end -= 1  # before the comments and blank lines that open ``rounds``
             lines.insert(end, f"{section}:")
             indent, end = "  ", end + 1
         new = [f"{indent}{name}: {_yaml_value(value)}" for name, value in items]
