@@ -208,12 +208,15 @@ def train(
     model = build_model(
         model_name, num_classes=num_classes, dropout=dropout, learning_loss=learning_loss
     )
+    start_id = None  # the starting weights by content (the run's identity names them)
     if init_from:
         init = load_model(init_from, model_name=model_name, num_classes=num_classes)
         # strict=False: a loss-prediction module may be present on one side only.
         model.load_state_dict(init.state_dict(), strict=False)
+        start_id = hashlib.sha256(storage.read_bytes(init_from)).hexdigest()
     elif pretrained:
         loaded = load_pretrained(model, pretrained)
+        start_id = f"pretrained:{loaded.sha256}"
         if log is not None:
             log(loaded.summary())
     model.to(device)
@@ -225,11 +228,7 @@ def train(
     )  # fmt: skip
     # The starting weights enter the identity by content, so the same run gives the same
     # checkpoint whatever folder the previous round's checkpoint sits in.
-    start_from = init_from or pretrained
-    init_id = hashlib.sha256(storage.read_bytes(start_from)).hexdigest() if start_from else None
-    if pretrained and not init_from:
-        init_id = f"pretrained:{init_id}"
-    identity = _run_identity(items, model_name, cfg, init_id, learning_loss, data_fingerprint)
+    identity = _run_identity(items, model_name, cfg, start_id, learning_loss, data_fingerprint)
     partial_url = checkpoint_url + ".partial"
     finished = _same_run(checkpoint_url, identity, cfg) if resume else None
     if finished is not None and int(finished["epoch"]) >= cfg.epochs:

@@ -19,6 +19,7 @@ refused: it is for another model.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ class PretrainedLoad:
     share of the trunk's weights (elements) they make up."""
 
     url: str
+    sha256: str  # of the file's bytes: the training run's identity names its start by it
     trunk_tensors: int
     head_tensors: int
     trunk_share: float
@@ -50,8 +52,7 @@ class PretrainedLoad:
         )
 
 
-def _state_dict(url: str) -> dict[str, torch.Tensor]:
-    raw = storage.read_bytes(url)  # FileNotFoundError names the file
+def _state_dict(url: str, raw: bytes) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several unrelated types for bad files
@@ -75,7 +76,8 @@ def _candidates(key: str) -> tuple[str, ...]:
 
 def load_pretrained(model: SegmentationModel, url: str) -> PretrainedLoad:
     """Copy the tensors of ``url`` that fit ``model`` (name and shape) into it."""
-    source = _state_dict(url)
+    raw = storage.read_bytes(url)  # read once (FileNotFoundError names the file)
+    source = _state_dict(url, raw)
     target = model.state_dict()
     copied: dict[str, torch.Tensor] = {}
     left_out = 0
@@ -101,6 +103,7 @@ def load_pretrained(model: SegmentationModel, url: str) -> PretrainedLoad:
     model.load_state_dict(copied, strict=False)
     return PretrainedLoad(
         url,
+        hashlib.sha256(raw).hexdigest(),
         sum(k.startswith("trunk.") for k in copied),
         sum(k.startswith("head.") for k in copied),
         share,
