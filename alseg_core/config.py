@@ -17,6 +17,7 @@ import yaml
 from alseg_core import storage
 from alseg_core.datasets.synthetic import SyntheticSpec
 from alseg_core.executors import parse_executor
+from alseg_core.params_lines import EMPTY_VALUES, header, section_starts
 from alseg_core.superpixels import SuperpixelParams, SuperpixelStore
 from alseg_core.training_spec import TrainConfig
 
@@ -379,18 +380,14 @@ def add_round(path: str) -> RoundSpec:
     new = RoundSpec(last + 1, last)
     text = storage.read_text(path)
     lines = text.rstrip("\n").split("\n")
-    top_level = [
-        i
-        for i, line in enumerate(lines)
-        if line and not line[0].isspace() and not line.startswith("#")
-    ]
-    rounds_at = [i for i in top_level if lines[i].split(":", 1)[0].strip() == "rounds"]
+    top_level = section_starts(lines)
+    rounds_at = [i for i in top_level if header(lines[i])[0] == "rounds"]
     if rounds_at and rounds_at[0] != top_level[-1]:
         raise ValueError(f"{path}: 'rounds' must be the last section to add rounds automatically")
     if not rounds_at:
         lines.append("rounds:  # round -> its previous round; `alseg round add` extends it")
-    elif lines[rounds_at[0]].split(":", 1)[1].split("#")[0].strip() in ("{}", "null", "~"):
-        lines[rounds_at[0]] = "rounds:"
+    elif (value := header(lines[rounds_at[0]])[1]) and value in EMPTY_VALUES:
+        lines[rounds_at[0]] = "rounds:"  # "rounds: {}" / null / ~ takes a block of rounds
     lines.append(f"  {round_name(new.k)}: {{prev: {round_name(new.prev)}}}")
     new_text = "\n".join(lines) + "\n"
     config_from_dict(

@@ -586,7 +586,7 @@ def run(
     return _report(rows, ceilings, diagnosis, preset, preset_name, out, footer, extra)
 
 
-_RUN_FOLDER = re.compile(r"^(image|superpixel)-(.+)-s(\d+)$")
+RUN_FOLDER = re.compile(r"^(image|superpixel)-(.+)-s(\d+)$")
 
 
 def report_from_work(
@@ -607,7 +607,7 @@ def report_from_work(
     preset = dict(PRESETS[preset_name])
     jobs, rows, diagnoses = [], [], []
     for folder in sorted((work / "runs").iterdir()):
-        m = _RUN_FOLDER.match(folder.name)
+        m = RUN_FOLDER.match(folder.name)
         if not m or not (folder / "bench.log").exists():
             continue  # the ceilings' folders, runs still going or stopped
         unit, name, seed = m.group(1), m.group(2), int(m.group(3))

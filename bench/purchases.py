@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -29,20 +28,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _machine import footer  # noqa: E402
-
-RUN = re.compile(r"^(image|superpixel)-(.+)-s(\d+)$")
+from label_efficiency import RUN_FOLDER as RUN  # noqa: E402
 
 
 def _hist(paths: list[Path]) -> np.ndarray:
     from PIL import Image
 
-    from alseg_core.types import NUM_CLASSES
+    from alseg_core.active.balance import class_counts
 
-    counts = np.zeros(NUM_CLASSES, np.int64)
-    for p in paths:
-        label = np.asarray(Image.open(p))
-        counts += np.bincount(label[label < NUM_CLASSES].ravel(), minlength=NUM_CLASSES)
-    return counts
+    return class_counts([np.asarray(Image.open(p)) for p in paths])
 
 
 def key_class(key: str) -> int:
@@ -64,6 +58,7 @@ def _key_hist(keys) -> np.ndarray:
 def pool_mix(run: Path) -> tuple[np.ndarray, np.ndarray]:
     """(pixels, instances) by class over the ground truth of the run's pool images:
     instances as the oracle charges them (one per thing, one per stuff component)."""
+    from alseg_core.active.balance import class_counts
     from alseg_core.active.costs import component_map
     from alseg_core.datasets import cityscapes
     from alseg_core.types import NUM_CLASSES
@@ -75,7 +70,7 @@ def pool_mix(run: Path) -> tuple[np.ndarray, np.ndarray]:
         sample = cityscapes.Sample(**item)
         label = cityscapes.read_label(sample)
         ids = cityscapes.read_instances(sample, shape=label.shape) if sample.instance_url else None
-        pixels += np.bincount(label[label < NUM_CLASSES].ravel(), minlength=NUM_CLASSES)
+        pixels += class_counts([label])
         instances += _key_hist(component_map(label, ids)[1])
     return pixels, instances
 

@@ -56,7 +56,7 @@ def test_no_pickle_and_every_torch_load_is_weights_only():
 
 #: Layers of alseg_core, bottom up: a module may import its own layer and those below.
 LAYERS = [
-    {"types", "faults", "storage", "workspace", "progress", "executors", "content"},
+    {"types", "faults", "storage", "workspace", "progress", "executors", "content", "params_lines"},
     {"datasets", "labels", "superpixels", "models", "metrics", "plots", "training_spec"},
     {"inference", "training", "evaluation", "distributed"},
     {"active"},

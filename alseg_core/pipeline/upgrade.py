@@ -18,6 +18,7 @@ import yaml
 
 from alseg_core import storage
 from alseg_core.config import config_from_dict, load_config, strict_yaml_load
+from alseg_core.params_lines import EMPTY_VALUES, header, section_starts
 from alseg_core.pipeline.dvcfile import SEED_PARAMS
 from alseg_core.pipeline.engine import STEP_PARAMS
 
@@ -55,17 +56,6 @@ def _has(section: Any, name: str) -> bool:
     return isinstance(section, dict) and name in section
 
 
-def _top_level(lines: list[str]) -> list[int]:
-    return [i for i, line in enumerate(lines) if line[:1] not in ("", " ", "\t", "#")]
-
-
-def _header(line: str) -> tuple[str, str, str]:
-    """(section name, what follows its colon, its comment with the ``#``)."""
-    name, _, rest = line.partition(":")
-    value, hash_, comment = rest.partition("#")
-    return name.strip(), value.strip(), hash_ + comment
-
-
 def fill_params(path: str) -> dict[str, Any]:
     """Write the stage params ``path`` lacks at their defaults; returns what was added.
 
@@ -87,9 +77,9 @@ def fill_params(path: str) -> dict[str, Any]:
         section, _, name = key.partition(".")
         by_section.setdefault(section, []).extend(value.items() if not name else [(name, value)])
     for section, items in by_section.items():
-        top = _top_level(lines)
-        heads = [i for i in top if _header(lines[i])[0] == section]
-        if heads and _header(lines[heads[0]])[1] not in ("", "{}", "null", "~"):
+        top = section_starts(lines)
+        heads = [i for i in top if header(lines[i])[0] == section]
+        if heads and header(lines[heads[0]])[1] not in EMPTY_VALUES:
             keys = ", ".join(f"{section}.{name}" for name, _ in items)
             raise ValueError(
                 f"{path}: section {section!r} is in flow style ({{...}} on one line); add "
@@ -97,7 +87,7 @@ def fill_params(path: str) -> dict[str, Any]:
             )
         if heads:
             at = heads[0]
-            _, value, comment = _header(lines[at])
+            _, value, comment = header(lines[at])
             if value:  # {} / null: the section gets a block of keys
                 lines[at] = f"{section}:" + (f"  {comment}" if comment else "")
             nxt = next((i for i in top if i > at), len(lines))
@@ -106,7 +96,7 @@ def fill_params(path: str) -> dict[str, Any]:
             indent = " " * (len(lines[body[0]]) - len(lines[body[0]].lstrip())) if body else "  "
             end = (body[-1] + 1) if body else at + 1
         else:
-            rounds = [i for i in top if _header(lines[i])[0] == "rounds"]
+            rounds = [i for i in top if header(lines[i])[0] == "rounds"]
             end = rounds[0] if rounds else len(lines)
             while rounds and end > 0 and lines[end - 1][:1] in ("", "#"):
                 end -= 1  # before the comments and blank lines that open ``rounds``
